@@ -1,0 +1,8 @@
+//! migward gives a container exactly the NVIDIA MIG instance it asked for,
+//! and no other container that instance while it is held.
+//!
+//! The data path runs one way (DESIGN.md): [`request`] → [`inventory`] →
+//! [`plan`] → lease → apply (runtime shim or OCI hook).
+
+pub mod request;
+pub mod topology;
