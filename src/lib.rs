@@ -6,3 +6,7 @@
 
 pub mod request;
 pub mod topology;
+pub mod inventory;
+pub mod plan;
+pub mod config;
+pub mod simulate;

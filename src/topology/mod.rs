@@ -16,6 +16,7 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+
 /// Compute slices per GPU (A100 and H100 alike).
 pub const COMPUTE_SLICES: u32 = 7;
 /// Memory slices per GPU, drawn in `migward list`'s slice map.
@@ -145,25 +146,25 @@ pub fn builtin(name: &str) -> Option<&'static str> {
     }
 }
 
+/// The TOML text of a built-in topology or of a topology file.
+pub fn source_text(name_or_path: &str) -> Result<String, TopologyError> {
+    if let Some(text) = builtin(name_or_path) {
+        return Ok(text.to_string());
+    }
+    let path = Path::new(name_or_path);
+    if !path.exists() {
+        return Err(TopologyError::Unknown(name_or_path.to_string()));
+    }
+    std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 impl Topology {
     /// A built-in name or a path to a topology file.
     pub fn load(name_or_path: &str) -> Result<Topology, TopologyError> {
-        if let Some(text) = builtin(name_or_path) {
-            return Topology::parse(text, name_or_path);
-        }
-        let path = Path::new(name_or_path);
-        if !path.exists() {
-            return Err(TopologyError::Unknown(name_or_path.to_string()));
-        }
-        Topology::from_file(path)
-    }
-
-    pub fn from_file(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Topology::parse(&text, &path.display().to_string())
+        Topology::parse(&source_text(name_or_path)?, name_or_path)
     }
 
     /// Parses and validates topology TOML; `origin` names it in errors.

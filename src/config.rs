@@ -1,0 +1,136 @@
+//! The config file (`--config`, env `MIGWARD_CONFIG`, default
+//! `/etc/migward/config.toml`; a missing default file means defaults).
+//! Unknown keys are errors naming the key: a typo must not silently leave a
+//! policy at its default.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PATH: &str = "/etc/migward/config.toml";
+pub const ENV_VAR: &str = "MIGWARD_CONFIG";
+
+/// What one tenant holds exclusively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exclusive {
+    /// The GPU instance: its compute instances share memory and L2 (default).
+    GpuInstance,
+    /// Each compute instance on its own.
+    ComputeInstance,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root under which `/proc` and `/dev` are read (tests: a simulated host).
+    pub host_root: PathBuf,
+    /// Where leases live.
+    pub state_dir: PathBuf,
+    /// The NVML library to load.
+    pub nvml_library: PathBuf,
+    /// The real OCI runtime: a name looked up on PATH, or an absolute path.
+    pub runtime: PathBuf,
+    pub exclusive: Exclusive,
+    /// Whether privileged containers may ask for MIG devices.
+    pub allow_privileged: bool,
+    /// Whether `CUDA_VISIBLE_DEVICES` / `NVIDIA_VISIBLE_DEVICES` are requests.
+    pub env_requests: bool,
+    /// The annotation that carries a request.
+    pub annotation: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host_root: "/".into(),
+            state_dir: "/run/migward".into(),
+            nvml_library: "libnvidia-ml.so.1".into(),
+            runtime: "runc".into(),
+            exclusive: Exclusive::GpuInstance,
+            allow_privileged: false,
+            env_requests: true,
+            annotation: "migward/devices".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.message().trim().replace('\n', " "),
+        })?;
+        if config.annotation.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "annotation must not be empty".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Loads from an explicit path, else `MIGWARD_CONFIG`, else the default
+    /// path; only a missing *default* file means defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty());
+        let (path, required) = match (explicit, from_env) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) => (PathBuf::from(p), true),
+            (None, None) => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let p = Path::new("c.toml");
+        assert_eq!(Config::parse("", p).unwrap(), Config::default());
+        let c = Config::parse(
+            "host_root = \"/sim\"\nexclusive = \"compute-instance\"\nallow_privileged = true\nruntime = \"/usr/bin/crun\"\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(c.host_root, PathBuf::from("/sim"));
+        assert_eq!(c.exclusive, Exclusive::ComputeInstance);
+        assert!(c.allow_privileged);
+        assert_eq!(c.runtime, PathBuf::from("/usr/bin/crun"));
+    }
+
+    #[test]
+    fn bad_config_names_the_problem() {
+        let p = Path::new("/etc/migward/config.toml");
+        let cases = [
+            ("host_rot = \"/\"", "unknown field `host_rot`"),
+            ("exclusive = \"gpu\"", "unknown variant `gpu`"),
+            ("allow_privileged = \"yes\"", "invalid type"),
+            ("annotation = \" \"", "annotation must not be empty"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text, p).unwrap_err().to_string();
+            assert!(err.starts_with("config /etc/migward/config.toml: "), "{err}");
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+}
