@@ -10,3 +10,5 @@ pub mod inventory;
 pub mod plan;
 pub mod config;
 pub mod simulate;
+pub mod spec;
+pub mod cli;

@@ -8,7 +8,7 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::{
     nvmlDevice_t, nvmlGpuInstanceInfo_t, nvmlGpuInstanceProfileInfo_v2_t, nvmlGpuInstance_t,
-    nvmlReturn_enum_NVML_SUCCESS,
+    nvmlReturn_enum_NVML_SUCCESS, NVML_GPU_INSTANCE_PROFILE_COUNT,
 };
 use std::ffi::CStr;
 use std::path::PathBuf;
@@ -147,16 +147,29 @@ fn read_mig(nvml: &Nvml, parent: &Device, mig: &Device, parent_uuid: &str) -> Re
         let f = symbol("nvmlGpuInstanceGetInfo", &uuid, lib.nvmlGpuInstanceGetInfo.as_ref())?;
         raw("nvmlGpuInstanceGetInfo", &uuid, f(gi_handle, &mut info))?;
 
-        let mut prof: nvmlGpuInstanceProfileInfo_v2_t = std::mem::zeroed();
-        // NVML's versioned-struct convention: size | version << 24.
-        prof.version = std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_t>() as u32 | (2 << 24);
-        let f = symbol("nvmlDeviceGetGpuInstanceProfileInfoV", &uuid, lib.nvmlDeviceGetGpuInstanceProfileInfoV.as_ref(),
-        )?;
-        raw(
+        // GetGpuInstanceProfileInfoV takes a profile *index*
+        // (NVML_GPU_INSTANCE_PROFILE_*), not the id GpuInstanceGetInfo
+        // reports: walk the indices for the one whose id matches.
+        let f = symbol(
             "nvmlDeviceGetGpuInstanceProfileInfoV",
             &uuid,
-            f(parent_handle, info.profileId, &mut prof),
+            lib.nvmlDeviceGetGpuInstanceProfileInfoV.as_ref(),
         )?;
+        let mut found = None;
+        for index in 0..NVML_GPU_INSTANCE_PROFILE_COUNT {
+            let mut prof: nvmlGpuInstanceProfileInfo_v2_t = std::mem::zeroed();
+            // NVML's versioned-struct convention: size | version << 24.
+            prof.version = std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_t>() as u32 | (2 << 24);
+            if f(parent_handle, index, &mut prof) == nvmlReturn_enum_NVML_SUCCESS && prof.id == info.profileId {
+                found = Some(prof);
+                break;
+            }
+        }
+        let prof = found.ok_or_else(|| InventoryError::Call {
+            call: "nvmlDeviceGetGpuInstanceProfileInfoV",
+            device: Some(uuid.clone()),
+            reason: format!("no profile has id {}", info.profileId),
+        })?;
         let gi_name = CStr::from_ptr(prof.name.as_ptr()).to_string_lossy();
         let gi_name = gi_name.trim_start_matches("MIG ").to_string();
 

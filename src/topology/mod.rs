@@ -413,11 +413,15 @@ fn check_uuid(uuid: &str, prefix: &str) -> Result<String, String> {
 /// A stable, realistic-looking UUID derived from `seed` (FNV-1a, 128 bits),
 /// so that built-in topologies name the same devices on every machine.
 pub fn derived_uuid(prefix: &str, seed: &str) -> String {
+    // FNV-1a over the seed, then splitmix64's finaliser so that similar
+    // seeds give unrelated-looking UUIDs.
     let hash = |salt: u64| {
-        seed.bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64 ^ salt, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            })
+        let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64 ^ salt, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
     };
     let (a, b) = (hash(0), hash(0x9e37_79b9_7f4a_7c15));
     format!(

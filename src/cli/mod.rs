@@ -1,0 +1,72 @@
+//! Subcommands of the `migward` binary, one file each.
+
+pub mod list;
+pub mod resolve;
+pub mod runtime;
+pub mod simulate;
+mod table;
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// migward: one tenant per NVIDIA MIG instance, for docker, containerd,
+/// podman and CRI-O.
+#[derive(Debug, Parser)]
+#[command(name = "migward", version)]
+pub struct Cli {
+    /// Config file [default: $MIGWARD_CONFIG, else /etc/migward/config.toml].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List GPUs and MIG devices, with a slice map per GPU.
+    List(list::Args),
+    /// Show the device nodes, cgroup rules and env a request would get.
+    Resolve(resolve::Args),
+    /// Write a simulated GPU host (host tree, fake NVML, config) into a directory.
+    Simulate(simulate::Args),
+    /// The OCI runtime shim (same as calling this binary as migward-runtime).
+    #[command(disable_help_flag = true)]
+    Runtime {
+        /// Arguments passed as to runc.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+/// Runs the CLI; errors are printed once, here, as one line.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    if let Command::Runtime { args } = &cli.command {
+        return runtime::main(args);
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("migward: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// An error chain as one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = || Config::load(cli.config.as_deref());
+    match cli.command {
+        Command::List(args) => list::run(&config()?, &args),
+        Command::Resolve(args) => resolve::run(&config()?, &args),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Runtime { .. } => unreachable!("handled before"),
+    }
+}

@@ -1,0 +1,138 @@
+//! `migward resolve <ids> | --bundle DIR [--json]`: what a request would get.
+
+use super::table;
+use crate::config::Config;
+use crate::inventory::procfs::HostFiles;
+use crate::inventory::{Inventory, NvmlInventory};
+use crate::plan::{plan, Plan};
+use crate::request::{shown, Request, RequestPolicy, Source};
+use anyhow::{bail, Context};
+use serde_json::json;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Device ids (MIG-<uuid>, GPU-<uuid>, N, N:M, all), comma or space separated.
+    #[arg(value_parser = clap::value_parser!(OsString))]
+    pub ids: Vec<OsString>,
+    /// Read the request from DIR/config.json instead, as the shim would.
+    #[arg(long, conflicts_with = "ids")]
+    pub bundle: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn request_of(config: &Config, args: &Args) -> anyhow::Result<Option<Request>> {
+    if let Some(bundle) = &args.bundle {
+        let (_, spec) = crate::spec::load_bundle(bundle)?;
+        let policy = RequestPolicy {
+            annotation: &config.annotation,
+            env_requests: config.env_requests,
+        };
+        return Ok(Request::from_spec(&spec, &policy)?);
+    }
+    if args.ids.is_empty() {
+        bail!("no device ids given: pass ids (e.g. MIG-<uuid>) or --bundle DIR");
+    }
+    let mut values = Vec::new();
+    for id in &args.ids {
+        match id.to_str() {
+            Some(s) => values.push(s.to_string()),
+            None => bail!(
+                "argument {} is not valid UTF-8: write device ids as plain ASCII",
+                shown(&id.to_string_lossy())
+            ),
+        }
+    }
+    Ok(Request::parse(Source::Argument, &values.join(","))?)
+}
+
+/// Plans `request` on the host `config` describes.
+pub fn plan_on_host(config: &Config, request: &Request) -> anyhow::Result<Plan> {
+    let gpus = NvmlInventory::new(&config.nvml_library).gpus()?;
+    Ok(plan(request, &gpus, &HostFiles::new(&config.host_root))?)
+}
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let Some(request) = request_of(config, args)? else {
+        if args.json {
+            println!("{}", json!({"request": null, "devices": [], "rules": [], "env": {}}));
+        } else {
+            println!("no GPU request: the container gets no NVIDIA device");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let plan = plan_on_host(config, &request).with_context(|| "cannot resolve the request".to_string())?;
+    for w in &plan.warnings {
+        eprintln!("migward: warning: {w}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan_json(&request, &plan))?);
+    } else {
+        print!("{}", render(&request, &plan));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn plan_json(request: &Request, plan: &Plan) -> serde_json::Value {
+    let ids: Vec<String> = request.ids.iter().map(ToString::to_string).collect();
+    let env: serde_json::Map<String, serde_json::Value> = plan
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let rules: Vec<_> = plan
+        .rules
+        .iter()
+        .map(|r| json!({"allow": true, "type": r.kind, "major": r.major, "minor": r.minor, "access": r.access}))
+        .collect();
+    json!({
+        "request": {"source": request.source.to_string(), "ids": ids},
+        "grants": plan.grants,
+        "devices": plan.devices,
+        "rules": rules,
+        "env": env,
+        "warnings": plan.warnings,
+    })
+}
+
+fn render(request: &Request, plan: &Plan) -> String {
+    let ids: Vec<String> = request.ids.iter().map(ToString::to_string).collect();
+    let mut out = format!("request from {}: {}\n\ngrants:\n", request.source, ids.join(","));
+    for g in &plan.grants {
+        match &g.mig {
+            Some(m) => out.push_str(&format!(
+                "  GPU {} MIG {} gi {} ci {}  {}\n",
+                g.gpu_index, m.profile, m.gi, m.ci, m.uuid
+            )),
+            None => out.push_str(&format!("  GPU {} whole  {}\n", g.gpu_index, g.gpu_uuid)),
+        }
+    }
+    out.push_str("\ndevices:\n");
+    let rows: Vec<Vec<String>> = plan
+        .devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.path.clone(),
+                d.kind.to_string(),
+                d.major.to_string(),
+                d.minor.to_string(),
+                format!("{:04o}", d.mode),
+            ]
+        })
+        .collect();
+    out.push_str(&table::render("  ", &["PATH", "TYPE", "MAJOR", "MINOR", "MODE"], &rows));
+    out.push_str("\ndevice cgroup allow rules:\n");
+    for r in &plan.rules {
+        out.push_str(&format!("  {} {}:{} {}\n", r.kind, r.major, r.minor, r.access));
+    }
+    out.push_str("\nenv:\n");
+    for (k, v) in &plan.env {
+        out.push_str(&format!("  {k}={v}\n"));
+    }
+    out
+}
