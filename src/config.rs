@@ -92,7 +92,9 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text, &path),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
@@ -128,7 +130,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = Config::parse(text, p).unwrap_err().to_string();
-            assert!(err.starts_with("config /etc/migward/config.toml: "), "{err}");
+            assert!(
+                err.starts_with("config /etc/migward/config.toml: "),
+                "{err}"
+            );
             assert!(err.contains(want), "{text}: {err}");
             assert!(!err.contains('\n'), "{err:?}");
         }

@@ -4,11 +4,11 @@
 //! The data path runs one way (DESIGN.md): [`request`] → [`inventory`] →
 //! [`plan`] → lease → apply (runtime shim or OCI hook).
 
-pub mod request;
-pub mod topology;
+pub mod cli;
+pub mod config;
 pub mod inventory;
 pub mod plan;
-pub mod config;
+pub mod request;
 pub mod simulate;
 pub mod spec;
-pub mod cli;
+pub mod topology;

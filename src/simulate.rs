@@ -108,7 +108,10 @@ impl Writer {
 pub fn write_host_tree(topo: &Topology, root: &Path) -> Result<(), SimulateError> {
     let w = Writer;
     w.file(&root.join("proc/devices"), &proc_devices_text())?;
-    w.file(&root.join("proc/driver/nvidia-caps/mig-minors"), &mig_minors_text())?;
+    w.file(
+        &root.join("proc/driver/nvidia-caps/mig-minors"),
+        &mig_minors_text(),
+    )?;
     let caps_dir = root.join("proc/driver/nvidia/capabilities");
     w.file(&caps_dir.join("mig/config"), &cap_access(1))?;
     w.file(&caps_dir.join("mig/monitor"), &cap_access(2))?;
@@ -123,17 +126,38 @@ pub fn write_host_tree(topo: &Topology, root: &Path) -> Result<(), SimulateError
             gpu.bus_id(),
             gpu.minor
         );
-        w.file(&root.join(format!("proc/driver/nvidia/gpus/{}/information", gpu.bus_id())), &info)?;
-        w.node(&root.join(format!("dev/nvidia{}", gpu.minor)), NVIDIA_MAJOR, gpu.minor, 0o666)?;
+        w.file(
+            &root.join(format!(
+                "proc/driver/nvidia/gpus/{}/information",
+                gpu.bus_id()
+            )),
+            &info,
+        )?;
+        w.node(
+            &root.join(format!("dev/nvidia{}", gpu.minor)),
+            NVIDIA_MAJOR,
+            gpu.minor,
+            0o666,
+        )?;
         for gi in &gpu.instances {
             let g = 3 + 135 * gpu.minor + 9 * gi.gi;
             let gi_dir = caps_dir.join(format!("gpu{}/mig/gi{}", gpu.minor, gi.gi));
             w.file(&gi_dir.join("access"), &cap_access(g))?;
-            w.node(&root.join(format!("dev/nvidia-caps/nvidia-cap{g}")), CAPS_MAJOR, g, 0o444)?;
+            w.node(
+                &root.join(format!("dev/nvidia-caps/nvidia-cap{g}")),
+                CAPS_MAJOR,
+                g,
+                0o444,
+            )?;
             for ci in &gi.compute_instances {
                 let c = g + 1 + ci.ci;
                 w.file(&gi_dir.join(format!("ci{}/access", ci.ci)), &cap_access(c))?;
-                w.node(&root.join(format!("dev/nvidia-caps/nvidia-cap{c}")), CAPS_MAJOR, c, 0o444)?;
+                w.node(
+                    &root.join(format!("dev/nvidia-caps/nvidia-cap{c}")),
+                    CAPS_MAJOR,
+                    c,
+                    0o444,
+                )?;
             }
         }
     }
@@ -239,8 +263,14 @@ mod tests {
         write_host_tree(&topo, dir.path()).unwrap();
         let host = HostFiles::new(dir.path());
         let majors = host.majors().unwrap();
-        assert_eq!((majors.nvidia, majors.uvm, majors.caps), (195, Some(UVM_MAJOR), Some(CAPS_MAJOR)));
-        assert_eq!(host.mig_minors().unwrap().get(3, 7, Some(0)).unwrap(), 3 + 135 * 3 + 63 + 1);
+        assert_eq!(
+            (majors.nvidia, majors.uvm, majors.caps),
+            (195, Some(UVM_MAJOR), Some(CAPS_MAJOR))
+        );
+        assert_eq!(
+            host.mig_minors().unwrap().get(3, 7, Some(0)).unwrap(),
+            3 + 135 * 3 + 63 + 1
+        );
         assert_eq!(host.cap_mode(0, 1, Some(0)), 0o444);
         assert!(dir.path().join("dev/nvidia-caps/nvidia-cap13").exists());
         assert!(dir.path().join("dev/nvidia3").exists());

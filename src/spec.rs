@@ -22,7 +22,9 @@ pub enum SpecError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: env {name} contains bytes that are not UTF-8: write the value as plain ASCII")]
+    #[error(
+        "{path}: env {name} contains bytes that are not UTF-8: write the value as plain ASCII"
+    )]
     EnvNotUtf8 { path: PathBuf, name: String },
     #[error("{path} is not valid JSON: {reason}")]
     NotJson { path: PathBuf, reason: String },
@@ -46,7 +48,9 @@ pub fn load_bundle(bundle: &Path) -> Result<(PathBuf, Value), SpecError> {
     let path = bundle.join("config.json");
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SpecError::Missing { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SpecError::Missing { path })
+        }
         Err(source) => return Err(SpecError::Read { path, source }),
     };
     let spec = parse(&path, &bytes)?;
@@ -111,7 +115,9 @@ pub fn write_atomic(path: &Path, spec: &Value) -> Result<(), SpecError> {
     serde_json::to_writer(&mut tmp, spec).map_err(|e| wrap(e.into()))?;
     tmp.flush().map_err(wrap)?;
     if let Ok(meta) = std::fs::metadata(path) {
-        tmp.as_file().set_permissions(meta.permissions()).map_err(wrap)?;
+        tmp.as_file()
+            .set_permissions(meta.permissions())
+            .map_err(wrap)?;
     }
     tmp.as_file().sync_all().map_err(wrap)?;
     tmp.persist(path).map_err(|e| wrap(e.error))?;
@@ -155,7 +161,9 @@ mod tests {
     #[test]
     fn missing_bundle_and_file() {
         let dir = tempfile::tempdir().unwrap();
-        let err = load_bundle(&dir.path().join("nope")).unwrap_err().to_string();
+        let err = load_bundle(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
         let err = load_bundle(dir.path()).unwrap_err().to_string();
         assert!(err.contains("config.json is missing"), "{err}");

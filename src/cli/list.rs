@@ -27,7 +27,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&gpus, minors.as_ref()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&gpus, minors.as_ref()))?
+        );
     } else {
         print!("{}", render(&gpus, minors.as_ref()));
     }
@@ -109,7 +112,10 @@ pub fn render(gpus: &[Gpu], minors: Option<&MigMinors>) -> String {
     }
     for g in gpus {
         let pending = if g.mig_mode.pending != g.mig_mode.current {
-            format!(", pending {} (reset the GPU to apply)", mode_word(g.mig_mode.pending))
+            format!(
+                ", pending {} (reset the GPU to apply)",
+                mode_word(g.mig_mode.pending)
+            )
         } else {
             String::new()
         };

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Device ids (MIG-<uuid>, GPU-<uuid>, N, N:M, all), comma or space separated.
-    #[arg(value_parser = clap::value_parser!(OsString))]
+    #[arg(value_parser = clap::value_parser!(OsString), allow_hyphen_values = true)]
     pub ids: Vec<OsString>,
     /// Read the request from DIR/config.json instead, as the shim would.
     #[arg(long, conflicts_with = "ids")]
@@ -59,18 +59,25 @@ pub fn plan_on_host(config: &Config, request: &Request) -> anyhow::Result<Plan> 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let Some(request) = request_of(config, args)? else {
         if args.json {
-            println!("{}", json!({"request": null, "devices": [], "rules": [], "env": {}}));
+            println!(
+                "{}",
+                json!({"request": null, "devices": [], "rules": [], "env": {}})
+            );
         } else {
             println!("no GPU request: the container gets no NVIDIA device");
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let plan = plan_on_host(config, &request).with_context(|| "cannot resolve the request".to_string())?;
+    let plan =
+        plan_on_host(config, &request).with_context(|| "cannot resolve the request".to_string())?;
     for w in &plan.warnings {
         eprintln!("migward: warning: {w}");
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan_json(&request, &plan))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan_json(&request, &plan))?
+        );
     } else {
         print!("{}", render(&request, &plan));
     }
@@ -101,7 +108,11 @@ pub fn plan_json(request: &Request, plan: &Plan) -> serde_json::Value {
 
 fn render(request: &Request, plan: &Plan) -> String {
     let ids: Vec<String> = request.ids.iter().map(ToString::to_string).collect();
-    let mut out = format!("request from {}: {}\n\ngrants:\n", request.source, ids.join(","));
+    let mut out = format!(
+        "request from {}: {}\n\ngrants:\n",
+        request.source,
+        ids.join(",")
+    );
     for g in &plan.grants {
         match &g.mig {
             Some(m) => out.push_str(&format!(
@@ -125,10 +136,17 @@ fn render(request: &Request, plan: &Plan) -> String {
             ]
         })
         .collect();
-    out.push_str(&table::render("  ", &["PATH", "TYPE", "MAJOR", "MINOR", "MODE"], &rows));
+    out.push_str(&table::render(
+        "  ",
+        &["PATH", "TYPE", "MAJOR", "MINOR", "MODE"],
+        &rows,
+    ));
     out.push_str("\ndevice cgroup allow rules:\n");
     for r in &plan.rules {
-        out.push_str(&format!("  {} {}:{} {}\n", r.kind, r.major, r.minor, r.access));
+        out.push_str(&format!(
+            "  {} {}:{} {}\n",
+            r.kind, r.major, r.minor, r.access
+        ));
     }
     out.push_str("\nenv:\n");
     for (k, v) in &plan.env {

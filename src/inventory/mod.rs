@@ -98,7 +98,11 @@ fn gpu_of_topology(gpu: &crate::topology::Gpu) -> Gpu {
         .flat_map(|gi| {
             gi.compute_instances.iter().map(move |ci| MigDevice {
                 uuid: ci.uuid.clone(),
-                profile: ci_profile_name(gi.profile.name, gi.profile.compute_slices, ci.compute_slices),
+                profile: ci_profile_name(
+                    gi.profile.name,
+                    gi.profile.compute_slices,
+                    ci.compute_slices,
+                ),
                 gi: gi.gi,
                 ci: ci.ci,
                 placement: Placement {

@@ -40,7 +40,11 @@ impl NvmlInventory {
     }
 }
 
-fn call<T>(name: &'static str, device: Option<&str>, r: Result<T, NvmlError>) -> Result<T, InventoryError> {
+fn call<T>(
+    name: &'static str,
+    device: Option<&str>,
+    r: Result<T, NvmlError>,
+) -> Result<T, InventoryError> {
     r.map_err(|e| InventoryError::Call {
         call: name,
         device: device.map(str::to_string),
@@ -78,7 +82,11 @@ impl Inventory for NvmlInventory {
         let count = call("nvmlDeviceGetCount", None, nvml.device_count())?;
         let mut gpus = Vec::new();
         for index in 0..count {
-            let dev = call("nvmlDeviceGetHandleByIndex", None, nvml.device_by_index(index))?;
+            let dev = call(
+                "nvmlDeviceGetHandleByIndex",
+                None,
+                nvml.device_by_index(index),
+            )?;
             gpus.push(read_gpu(&nvml, index, &dev)?);
         }
         Ok(gpus)
@@ -104,7 +112,11 @@ fn read_gpu(nvml: &Nvml, index: u32, dev: &Device) -> Result<Gpu, InventoryError
     };
     let mut mig_devices = Vec::new();
     if mig_mode.current {
-        let max = call("nvmlDeviceGetMaxMigDeviceCount", Some(&uuid), dev.mig_device_count())?;
+        let max = call(
+            "nvmlDeviceGetMaxMigDeviceCount",
+            Some(&uuid),
+            dev.mig_device_count(),
+        )?;
         for slot in 0..max {
             let mig = match dev.mig_device_by_index(slot) {
                 Ok(mig) => mig,
@@ -126,25 +138,50 @@ fn read_gpu(nvml: &Nvml, index: u32, dev: &Device) -> Result<Gpu, InventoryError
     })
 }
 
-fn read_mig(nvml: &Nvml, parent: &Device, mig: &Device, parent_uuid: &str) -> Result<MigDevice, InventoryError> {
+fn read_mig(
+    nvml: &Nvml,
+    parent: &Device,
+    mig: &Device,
+    parent_uuid: &str,
+) -> Result<MigDevice, InventoryError> {
     let uuid = call("nvmlDeviceGetUUID", Some(parent_uuid), mig.uuid())?;
     let lib = nvml.lib();
-        // SAFETY: handles come from nvml-wrapper and stay valid while `nvml`
+    // SAFETY: handles come from nvml-wrapper and stay valid while `nvml`
     // lives; every out-parameter is a plain C struct owned here.
     unsafe {
         let handle: nvmlDevice_t = mig.handle();
         let parent_handle: nvmlDevice_t = parent.handle();
         let (mut gi, mut ci) = (0u32, 0u32);
-        let f = symbol("nvmlDeviceGetGpuInstanceId", &uuid, lib.nvmlDeviceGetGpuInstanceId.as_ref())?;
+        let f = symbol(
+            "nvmlDeviceGetGpuInstanceId",
+            &uuid,
+            lib.nvmlDeviceGetGpuInstanceId.as_ref(),
+        )?;
         raw("nvmlDeviceGetGpuInstanceId", &uuid, f(handle, &mut gi))?;
-        let f = symbol("nvmlDeviceGetComputeInstanceId", &uuid, lib.nvmlDeviceGetComputeInstanceId.as_ref())?;
+        let f = symbol(
+            "nvmlDeviceGetComputeInstanceId",
+            &uuid,
+            lib.nvmlDeviceGetComputeInstanceId.as_ref(),
+        )?;
         raw("nvmlDeviceGetComputeInstanceId", &uuid, f(handle, &mut ci))?;
 
         let mut gi_handle: nvmlGpuInstance_t = std::ptr::null_mut();
-        let f = symbol("nvmlDeviceGetGpuInstanceById", &uuid, lib.nvmlDeviceGetGpuInstanceById.as_ref())?;
-        raw("nvmlDeviceGetGpuInstanceById", &uuid, f(parent_handle, gi, &mut gi_handle))?;
+        let f = symbol(
+            "nvmlDeviceGetGpuInstanceById",
+            &uuid,
+            lib.nvmlDeviceGetGpuInstanceById.as_ref(),
+        )?;
+        raw(
+            "nvmlDeviceGetGpuInstanceById",
+            &uuid,
+            f(parent_handle, gi, &mut gi_handle),
+        )?;
         let mut info: nvmlGpuInstanceInfo_t = std::mem::zeroed();
-        let f = symbol("nvmlGpuInstanceGetInfo", &uuid, lib.nvmlGpuInstanceGetInfo.as_ref())?;
+        let f = symbol(
+            "nvmlGpuInstanceGetInfo",
+            &uuid,
+            lib.nvmlGpuInstanceGetInfo.as_ref(),
+        )?;
         raw("nvmlGpuInstanceGetInfo", &uuid, f(gi_handle, &mut info))?;
 
         // GetGpuInstanceProfileInfoV takes a profile *index*
@@ -159,8 +196,11 @@ fn read_mig(nvml: &Nvml, parent: &Device, mig: &Device, parent_uuid: &str) -> Re
         for index in 0..NVML_GPU_INSTANCE_PROFILE_COUNT {
             let mut prof: nvmlGpuInstanceProfileInfo_v2_t = std::mem::zeroed();
             // NVML's versioned-struct convention: size | version << 24.
-            prof.version = std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_t>() as u32 | (2 << 24);
-            if f(parent_handle, index, &mut prof) == nvmlReturn_enum_NVML_SUCCESS && prof.id == info.profileId {
+            prof.version =
+                std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_t>() as u32 | (2 << 24);
+            if f(parent_handle, index, &mut prof) == nvmlReturn_enum_NVML_SUCCESS
+                && prof.id == info.profileId
+            {
                 found = Some(prof);
                 break;
             }
@@ -175,7 +215,11 @@ fn read_mig(nvml: &Nvml, parent: &Device, mig: &Device, parent_uuid: &str) -> Re
 
         let attrs = call("nvmlDeviceGetAttributes", Some(&uuid), mig.attributes())?;
         Ok(MigDevice {
-            profile: ci_profile_name(&gi_name, prof.sliceCount, attrs.compute_instance_slice_count),
+            profile: ci_profile_name(
+                &gi_name,
+                prof.sliceCount,
+                attrs.compute_instance_slice_count,
+            ),
             uuid: uuid.clone(),
             gi,
             ci,

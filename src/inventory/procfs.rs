@@ -103,7 +103,8 @@ pub fn parse_mig_minors(text: &str) -> Result<HashMap<CapKey, u32>, (usize, Stri
             continue;
         }
         let segs: Vec<&str> = name.split('/').collect();
-        let num = |s: &str, prefix: &str| s.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok());
+        let num =
+            |s: &str, prefix: &str| s.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok());
         let key = match segs.as_slice() {
             [gpu, gi, "access"] => (num(gpu, "gpu"), num(gi, "gi"), Some(None)),
             [gpu, gi, ci, "access"] => (num(gpu, "gpu"), num(gi, "gi"), num(ci, "ci").map(Some)),
@@ -196,7 +197,9 @@ impl HostFiles {
     /// Mode of a cap node from its capability `access` file; 0444 if absent.
     pub fn cap_mode(&self, gpu: u32, gi: u32, ci: Option<u32>) -> u32 {
         let rel = match ci {
-            Some(ci) => format!("/proc/driver/nvidia/capabilities/gpu{gpu}/mig/gi{gi}/ci{ci}/access"),
+            Some(ci) => {
+                format!("/proc/driver/nvidia/capabilities/gpu{gpu}/mig/gi{gi}/ci{ci}/access")
+            }
             None => format!("/proc/driver/nvidia/capabilities/gpu{gpu}/mig/gi{gi}/access"),
         };
         std::fs::read_to_string(self.path(&rel))
@@ -273,7 +276,10 @@ mod tests {
 
     #[test]
     fn cap_mode_is_decimal() {
-        assert_eq!(parse_cap_mode("DeviceFileMinor: 12\nDeviceFileMode: 292\nDeviceFileModify: 1\n"), Some(0o444));
+        assert_eq!(
+            parse_cap_mode("DeviceFileMinor: 12\nDeviceFileMode: 292\nDeviceFileModify: 1\n"),
+            Some(0o444)
+        );
         assert_eq!(parse_cap_mode("DeviceFileMode: 99999\n"), None);
     }
 }

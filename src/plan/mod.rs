@@ -95,10 +95,19 @@ pub fn plan(request: &Request, gpus: &[Gpu], host: &HostFiles) -> Result<Plan, P
     let needs_caps = selected.iter().any(|s| matches!(s, Selected::Mig { .. }));
     let majors = host.majors()?;
     let (uvm, caps) = host.require(majors, needs_caps)?;
-    let minors = if needs_caps { Some(host.mig_minors()?) } else { None };
+    let minors = if needs_caps {
+        Some(host.mig_minors()?)
+    } else {
+        None
+    };
 
     let mut devices = vec![
-        node("/dev/nvidiactl".into(), majors.nvidia, NVIDIACTL_MINOR, 0o666),
+        node(
+            "/dev/nvidiactl".into(),
+            majors.nvidia,
+            NVIDIACTL_MINOR,
+            0o666,
+        ),
         node("/dev/nvidia-uvm".into(), uvm, 0, 0o666),
         node("/dev/nvidia-uvm-tools".into(), uvm, 1, 0o666),
     ];
@@ -117,7 +126,12 @@ pub fn plan(request: &Request, gpus: &[Gpu], host: &HostFiles) -> Result<Plan, P
             Selected::Mig { gpu, mig } => (gpu, Some(mig)),
         };
         let gpu = &gpus[g];
-        let parent = node(format!("/dev/nvidia{}", gpu.minor), majors.nvidia, gpu.minor, 0o666);
+        let parent = node(
+            format!("/dev/nvidia{}", gpu.minor),
+            majors.nvidia,
+            gpu.minor,
+            0o666,
+        );
         if !devices.contains(&parent) {
             devices.push(parent);
         }
@@ -131,11 +145,19 @@ pub fn plan(request: &Request, gpus: &[Gpu], host: &HostFiles) -> Result<Plan, P
             continue;
         };
         let dev = &gpu.mig_devices[m];
-        let (caps, minors) = (caps.unwrap_or_default(), minors.as_ref().expect("read when a MIG device is selected"));
+        let (caps, minors) = (
+            caps.unwrap_or_default(),
+            minors.as_ref().expect("read when a MIG device is selected"),
+        );
         for ci in [None, Some(dev.ci)] {
             let minor = minors.get(gpu.minor, dev.gi, ci)?;
             let mode = host.cap_mode(gpu.minor, dev.gi, ci);
-            let cap = node(format!("/dev/nvidia-caps/nvidia-cap{minor}"), caps, minor, mode);
+            let cap = node(
+                format!("/dev/nvidia-caps/nvidia-cap{minor}"),
+                caps,
+                minor,
+                mode,
+            );
             if !devices.contains(&cap) {
                 devices.push(cap);
             }

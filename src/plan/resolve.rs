@@ -25,13 +25,17 @@ pub enum ResolveError {
         id: String,
         known: String,
     },
-    #[error("{origin}: GPU index {index} is out of range: this host has {count} GPU(s), 0..{count}")]
+    #[error(
+        "{origin}: GPU index {index} is out of range: this host has {count} GPU(s), 0..{count}"
+    )]
     GpuIndexOutOfRange {
         origin: String,
         index: u32,
         count: usize,
     },
-    #[error("{origin}: MIG index {gpu}:{mig} is out of range: GPU {gpu} has {count} MIG device(s)")]
+    #[error(
+        "{origin}: MIG index {gpu}:{mig} is out of range: GPU {gpu} has {count} MIG device(s)"
+    )]
     MigIndexOutOfRange {
         origin: String,
         gpu: u32,
@@ -98,7 +102,10 @@ fn mig_list(gpus: &[Gpu]) -> String {
 }
 
 fn gpu_list(gpus: &[Gpu]) -> String {
-    let all: Vec<String> = gpus.iter().map(|g| format!("{} {}", g.index, g.uuid)).collect();
+    let all: Vec<String> = gpus
+        .iter()
+        .map(|g| format!("{} {}", g.index, g.uuid))
+        .collect();
     if all.is_empty() {
         "none".into()
     } else {
@@ -157,13 +164,14 @@ pub fn resolve(request: &Request, gpus: &[Gpu]) -> Result<Vec<Selected>, Resolve
                 whole(gpus, g, &mut out);
             }
             DeviceId::MigUuid(uuid) => {
-                let sel = find_mig(gpus, |_, m| m.uuid.eq_ignore_ascii_case(uuid)).ok_or_else(|| {
-                    ResolveError::UnknownMig {
-                        origin: origin.clone(),
-                        id: uuid.clone(),
-                        known: mig_list(gpus),
-                    }
-                })?;
+                let sel =
+                    find_mig(gpus, |_, m| m.uuid.eq_ignore_ascii_case(uuid)).ok_or_else(|| {
+                        ResolveError::UnknownMig {
+                            origin: origin.clone(),
+                            id: uuid.clone(),
+                            known: mig_list(gpus),
+                        }
+                    })?;
                 out.push(sel);
             }
             DeviceId::MigIndex(n, m) => {

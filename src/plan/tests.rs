@@ -50,16 +50,38 @@ fn mig_devices_bring_parent_caps_and_shared_nodes() {
     let gpu1_gi2 = h.gpus[1].mig_devices[1].uuid.clone();
     let cap = |m: u32| (format!("/dev/nvidia-caps/nvidia-cap{m}"), CAPS_MAJOR, m);
     let cases: Vec<(String, Vec<(String, u32, u32)>)> = vec![
-        (gpu0_gi1.clone(), vec![("/dev/nvidia0".into(), 195, 0), cap(12), cap(13)]),
-        (gpu1_gi2.clone(), vec![("/dev/nvidia1".into(), 195, 1), cap(156), cap(157)]),
-        ("1:1".into(), vec![("/dev/nvidia1".into(), 195, 1), cap(156), cap(157)]),
+        (
+            gpu0_gi1.clone(),
+            vec![("/dev/nvidia0".into(), 195, 0), cap(12), cap(13)],
+        ),
+        (
+            gpu1_gi2.clone(),
+            vec![("/dev/nvidia1".into(), 195, 1), cap(156), cap(157)],
+        ),
+        (
+            "1:1".into(),
+            vec![("/dev/nvidia1".into(), 195, 1), cap(156), cap(157)],
+        ),
         (
             format!("{gpu0_gi1},{gpu1_gi2}"),
-            vec![("/dev/nvidia0".into(), 195, 0), cap(12), cap(13), ("/dev/nvidia1".into(), 195, 1), cap(156), cap(157)],
+            vec![
+                ("/dev/nvidia0".into(), 195, 0),
+                cap(12),
+                cap(13),
+                ("/dev/nvidia1".into(), 195, 1),
+                cap(156),
+                cap(157),
+            ],
         ),
         (
             "0".into(),
-            vec![("/dev/nvidia0".into(), 195, 0), cap(12), cap(13), cap(21), cap(22)],
+            vec![
+                ("/dev/nvidia0".into(), 195, 0),
+                cap(12),
+                cap(13),
+                cap(21),
+                cap(22),
+            ],
         ),
     ];
     for (value, want) in cases {
@@ -67,7 +89,11 @@ fn mig_devices_bring_parent_caps_and_shared_nodes() {
         let mut expected = shared();
         expected.extend(want);
         assert_eq!(nodes(&plan), expected, "{value}");
-        assert_eq!(plan.rules.len(), plan.devices.len(), "{value}: a rule per node");
+        assert_eq!(
+            plan.rules.len(),
+            plan.devices.len(),
+            "{value}: a rule per node"
+        );
         for (d, r) in plan.devices.iter().zip(&plan.rules) {
             assert_eq!((d.major, d.minor, r.access), (r.major, r.minor, "rwm"));
         }
@@ -81,8 +107,15 @@ fn plan_is_deterministic_and_sets_visible_devices() {
     let a = plan(&req(&uuid), &h.gpus, &h.files).unwrap();
     let b = plan(&req(&uuid), &h.gpus, &h.files).unwrap();
     assert_eq!(a, b);
-    assert_eq!(a.env, vec![("NVIDIA_VISIBLE_DEVICES".to_string(), uuid.clone())]);
-    let cap = a.devices.iter().find(|d| d.path.contains("nvidia-cap")).unwrap();
+    assert_eq!(
+        a.env,
+        vec![("NVIDIA_VISIBLE_DEVICES".to_string(), uuid.clone())]
+    );
+    let cap = a
+        .devices
+        .iter()
+        .find(|d| d.path.contains("nvidia-cap"))
+        .unwrap();
     assert_eq!(cap.mode, 0o444);
     let gi = &a.grants[0].mig.as_ref().unwrap();
     assert_eq!((gi.gi, gi.ci, gi.profile.as_str()), (7, 0, "1g.10gb"));
@@ -102,7 +135,9 @@ fn whole_gpu_without_mig_gets_only_its_node() {
 fn legacy_ids_resolve_with_a_warning_and_cuda_env_is_normalised() {
     let h = host("a100x4-mixed");
     let legacy = format!("MIG-{}/2/0", h.gpus[0].uuid);
-    let r = Request::parse(Source::Env("CUDA_VISIBLE_DEVICES"), &legacy).unwrap().unwrap();
+    let r = Request::parse(Source::Env("CUDA_VISIBLE_DEVICES"), &legacy)
+        .unwrap()
+        .unwrap();
     let p = plan(&r, &h.gpus, &h.files).unwrap();
     let want = h.gpus[0].mig_devices[1].uuid.clone();
     assert_eq!(p.grants[0].mig.as_ref().unwrap().uuid, want);
@@ -116,13 +151,41 @@ fn bad_requests_name_the_problem() {
     let pending = host("a100-40gb-pending");
     let unknown = "MIG-00000000-0000-4000-8000-000000000000";
     let cases: Vec<(&Host, String, &str)> = vec![
-        (&h, unknown.into(), "is not a MIG device on this host; MIG devices here include MIG-"),
-        (&h, "GPU-00000000-0000-4000-8000-000000000000".into(), "is not a GPU on this host; GPUs here: 0 GPU-"),
-        (&h, "7".into(), "GPU index 7 is out of range: this host has 4 GPU(s)"),
-        (&h, "0:5".into(), "MIG index 0:5 is out of range: GPU 0 has 2 MIG device(s)"),
-        (&pending, "0:0".into(), "but its MIG mode is enabled but pending: reset the GPU (`nvidia-smi -i 0 -r`)"),
-        (&pending, "1:0".into(), "MIG is not enabled on it: enable it with `nvidia-smi -i 1 -mig 1`"),
-        (&pending, unknown.into(), "this host has no MIG devices; GPU 0: its MIG mode is enabled but pending"),
+        (
+            &h,
+            unknown.into(),
+            "is not a MIG device on this host; MIG devices here include MIG-",
+        ),
+        (
+            &h,
+            "GPU-00000000-0000-4000-8000-000000000000".into(),
+            "is not a GPU on this host; GPUs here: 0 GPU-",
+        ),
+        (
+            &h,
+            "7".into(),
+            "GPU index 7 is out of range: this host has 4 GPU(s)",
+        ),
+        (
+            &h,
+            "0:5".into(),
+            "MIG index 0:5 is out of range: GPU 0 has 2 MIG device(s)",
+        ),
+        (
+            &pending,
+            "0:0".into(),
+            "but its MIG mode is enabled but pending: reset the GPU (`nvidia-smi -i 0 -r`)",
+        ),
+        (
+            &pending,
+            "1:0".into(),
+            "MIG is not enabled on it: enable it with `nvidia-smi -i 1 -mig 1`",
+        ),
+        (
+            &pending,
+            unknown.into(),
+            "this host has no MIG devices; GPU 0: its MIG mode is enabled but pending",
+        ),
         (
             &pending,
             format!("MIG-{}/1/0", pending.gpus[1].uuid),
@@ -130,7 +193,9 @@ fn bad_requests_name_the_problem() {
         ),
     ];
     for (host, value, want) in cases {
-        let err = plan(&req(&value), &host.gpus, &host.files).unwrap_err().to_string();
+        let err = plan(&req(&value), &host.gpus, &host.files)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("env NVIDIA_VISIBLE_DEVICES: "), "{err}");
         assert!(err.contains(want), "{value}: got {err}");
         assert!(!err.contains('\n'));
@@ -140,22 +205,49 @@ fn bad_requests_name_the_problem() {
 #[test]
 fn broken_host_files_name_the_file() {
     let cases: Vec<(&str, &str, &str)> = vec![
-        ("proc/driver/nvidia-caps/mig-minors", "gpu0/gi1/access 12\nrubbish here\n", "mig-minors line 2: \"rubbish here\""),
-        ("proc/driver/nvidia-caps/mig-minors", "", "mig-minors is empty"),
-        ("proc/devices", "Character devices:\n195 nvidia\n511 nvidia-uvm\n", "proc/devices has no nvidia-caps character device"),
-        ("proc/devices", "Character devices:\n195 nvidia\n508 nvidia-caps\n", "has no nvidia-uvm character device"),
-        ("proc/devices", "Character devices:\n  1 mem\n", "the NVIDIA driver is not loaded"),
+        (
+            "proc/driver/nvidia-caps/mig-minors",
+            "gpu0/gi1/access 12\nrubbish here\n",
+            "mig-minors line 2: \"rubbish here\"",
+        ),
+        (
+            "proc/driver/nvidia-caps/mig-minors",
+            "",
+            "mig-minors is empty",
+        ),
+        (
+            "proc/devices",
+            "Character devices:\n195 nvidia\n511 nvidia-uvm\n",
+            "proc/devices has no nvidia-caps character device",
+        ),
+        (
+            "proc/devices",
+            "Character devices:\n195 nvidia\n508 nvidia-caps\n",
+            "has no nvidia-uvm character device",
+        ),
+        (
+            "proc/devices",
+            "Character devices:\n  1 mem\n",
+            "the NVIDIA driver is not loaded",
+        ),
     ];
     for (file, text, want) in cases {
         let h = host("a100x4-mixed");
         std::fs::write(h.files.path(file), text).unwrap();
         let uuid = h.gpus[0].mig_devices[0].uuid.clone();
-        let err = plan(&req(&uuid), &h.gpus, &h.files).unwrap_err().to_string();
+        let err = plan(&req(&uuid), &h.gpus, &h.files)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{file}: got {err}");
     }
     let h = host("a100x4-mixed");
     std::fs::remove_file(h.files.path("proc/driver/nvidia-caps/mig-minors")).unwrap();
     let uuid = h.gpus[0].mig_devices[0].uuid.clone();
-    let err = plan(&req(&uuid), &h.gpus, &h.files).unwrap_err().to_string();
-    assert!(err.contains("cannot read") && err.contains("mig-minors"), "{err}");
+    let err = plan(&req(&uuid), &h.gpus, &h.files)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot read") && err.contains("mig-minors"),
+        "{err}"
+    );
 }

@@ -107,7 +107,10 @@ fn parse_one(item: &str) -> Result<DeviceId, String> {
     }
     if let Some(rest) = strip_prefix_ci(item, "MIG-") {
         return if is_uuid_body(rest) {
-            Ok(DeviceId::MigUuid(format!("MIG-{}", rest.to_ascii_lowercase())))
+            Ok(DeviceId::MigUuid(format!(
+                "MIG-{}",
+                rest.to_ascii_lowercase()
+            )))
         } else {
             Err(format!(
                 "{shown} is not a MIG UUID (MIG-{UUID_SHAPE}): copy it from `migward list` or `nvidia-smi -L`"
@@ -116,7 +119,10 @@ fn parse_one(item: &str) -> Result<DeviceId, String> {
     }
     if let Some(rest) = strip_prefix_ci(item, "GPU-") {
         return if is_uuid_body(rest) {
-            Ok(DeviceId::GpuUuid(format!("GPU-{}", rest.to_ascii_lowercase())))
+            Ok(DeviceId::GpuUuid(format!(
+                "GPU-{}",
+                rest.to_ascii_lowercase()
+            )))
         } else {
             Err(format!(
                 "{shown} is not a GPU UUID (GPU-{UUID_SHAPE}): copy it from `migward list` or `nvidia-smi -L`"

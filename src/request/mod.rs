@@ -61,7 +61,12 @@ pub enum RequestError {
 /// A value as it may appear in a one-line message: escaped, at most 80 chars.
 pub fn shown(value: &str) -> String {
     const MAX: usize = 80;
-    let mut out: String = value.chars().take(MAX).collect::<String>().escape_debug().to_string();
+    let mut out: String = value
+        .chars()
+        .take(MAX)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
     if value.chars().count() > MAX {
         out.push_str(&format!("… ({} bytes)", value.len()));
     }
@@ -102,7 +107,10 @@ impl Request {
     }
 
     /// Reads the request of an OCI spec (config.json as JSON).
-    pub fn from_spec(spec: &Value, policy: &RequestPolicy) -> Result<Option<Request>, RequestError> {
+    pub fn from_spec(
+        spec: &Value,
+        policy: &RequestPolicy,
+    ) -> Result<Option<Request>, RequestError> {
         if let Some(annotations) = spec.get("annotations").filter(|a| !a.is_null()) {
             let annotations = annotations.as_object().ok_or(RequestError::Shape {
                 field: "annotations",
@@ -124,9 +132,11 @@ impl Request {
         if let Some(value) = env_value(&env, "CUDA_VISIBLE_DEVICES") {
             // Plain indices in CUDA_VISIBLE_DEVICES select among the devices
             // the container already sees; only MIG ids name host devices.
-            let names_mig = value
-                .split(',')
-                .any(|item| item.trim().get(..4).is_some_and(|p| p.eq_ignore_ascii_case("MIG-")));
+            let names_mig = value.split(',').any(|item| {
+                item.trim()
+                    .get(..4)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("MIG-"))
+            });
             if names_mig {
                 return Request::parse(Source::Env("CUDA_VISIBLE_DEVICES"), value);
             }

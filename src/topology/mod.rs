@@ -16,7 +16,6 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-
 /// Compute slices per GPU (A100 and H100 alike).
 pub const COMPUTE_SLICES: u32 = 7;
 /// Memory slices per GPU, drawn in `migward list`'s slice map.
@@ -279,7 +278,10 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
                 known.join(", ")
             )
         })?;
-        let same = instances.iter().filter(|i| i.profile.id == profile.id).count() as u32;
+        let same = instances
+            .iter()
+            .filter(|i| i.profile.id == profile.id)
+            .count() as u32;
         if same >= profile.max_count {
             return Err(format!(
                 "instance {n}: at most {} instances of {} fit on a {}",
@@ -288,9 +290,7 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
                 model.key()
             ));
         }
-        let free = |start: u32| {
-            (start..start + profile.memory_slices).all(|s| !used[s as usize])
-        };
+        let free = |start: u32| (start..start + profile.memory_slices).all(|s| !used[s as usize]);
         let start = match full.start {
             Some(start) => {
                 if !profile.starts.contains(&start) {
@@ -307,13 +307,18 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
                 }
                 start
             }
-            None => profile.starts.iter().copied().find(|s| free(*s)).ok_or_else(|| {
-                format!(
-                    "instance {n}: no free placement left for {} (memory slices taken: {})",
-                    profile.name,
-                    slice_list(&used)
-                )
-            })?,
+            None => profile
+                .starts
+                .iter()
+                .copied()
+                .find(|s| free(*s))
+                .ok_or_else(|| {
+                    format!(
+                        "instance {n}: no free placement left for {} (memory slices taken: {})",
+                        profile.name,
+                        slice_list(&used)
+                    )
+                })?,
         };
         compute_used += profile.compute_slices;
         if compute_used > COMPUTE_SLICES {
@@ -338,9 +343,13 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
         if !gi_ids.insert(gi) {
             return Err(format!("instance {n}: gi {gi} is used twice"));
         }
-        let ci_slices = full.ci_slices.unwrap_or_else(|| vec![profile.compute_slices]);
+        let ci_slices = full
+            .ci_slices
+            .unwrap_or_else(|| vec![profile.compute_slices]);
         if ci_slices.is_empty() || ci_slices.len() > 8 {
-            return Err(format!("instance {n}: ci_slices must list 1 to 8 compute instances"));
+            return Err(format!(
+                "instance {n}: ci_slices must list 1 to 8 compute instances"
+            ));
         }
         let total: u32 = ci_slices.iter().sum();
         if ci_slices.contains(&0) || total > profile.compute_slices {
@@ -403,7 +412,9 @@ fn check_uuid(uuid: &str, prefix: &str) -> Result<String, String> {
         .filter(|p| p.eq_ignore_ascii_case(prefix))
         .map(|_| &uuid[prefix.len()..]);
     match rest {
-        Some(rest) if crate::request::is_uuid_body(rest) => Ok(format!("{prefix}{}", rest.to_ascii_lowercase())),
+        Some(rest) if crate::request::is_uuid_body(rest) => {
+            Ok(format!("{prefix}{}", rest.to_ascii_lowercase()))
+        }
         _ => Err(format!(
             "uuid {uuid:?} is not of the form {prefix}xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
         )),

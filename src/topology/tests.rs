@@ -21,7 +21,12 @@ fn builtins_parse_and_lay_out_first_fit() {
         .collect();
     assert_eq!(
         gpu1,
-        [(1, "2g.20gb", 0), (2, "2g.20gb", 2), (3, "2g.20gb", 4), (4, "1g.10gb", 6)]
+        [
+            (1, "2g.20gb", 0),
+            (2, "2g.20gb", 2),
+            (3, "2g.20gb", 4),
+            (4, "1g.10gb", 6)
+        ]
     );
     assert_eq!(topo.gpus[3].instances.len(), 7);
     let h100 = Topology::load("h100-7x1g").unwrap();

@@ -1,0 +1,92 @@
+//! Shared by binary tests: a simulated GPU host in a temp dir, and the
+//! migward binary run against it.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const MIGWARD: &str = env!("CARGO_BIN_EXE_migward");
+
+/// The fake NVML cdylib cargo builds next to the binary.
+pub fn fake_nvml() -> PathBuf {
+    let lib = Path::new(MIGWARD).with_file_name("libnvidia_ml_fake.so");
+    assert!(
+        lib.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        lib.display()
+    );
+    lib
+}
+
+pub struct Sim {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sim {
+    /// `migward simulate <topology> <tmp>`.
+    pub fn new(topology: &str) -> Sim {
+        let dir = tempfile::Builder::new()
+            .prefix("mw")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let out = Command::new(MIGWARD)
+            .args(["simulate", topology])
+            .arg(dir.path())
+            .arg("--nvml-lib")
+            .arg(fake_nvml())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "simulate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Sim { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(MIGWARD);
+        c.env("MIGWARD_CONFIG", self.config());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// `migward list --json`.
+    pub fn list(&self) -> Value {
+        let out = self.run(&["list", "--json"]);
+        assert!(
+            out.status.success(),
+            "list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// UUID of MIG device `mig` of GPU `gpu`, from `list --json`.
+    pub fn mig_uuid(&self, gpu: usize, mig: usize) -> String {
+        self.list()["gpus"][gpu]["mig_devices"][mig]["uuid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
