@@ -12,3 +12,4 @@ pub mod request;
 pub mod simulate;
 pub mod spec;
 pub mod topology;
+pub mod shim;

@@ -2,9 +2,7 @@
 
 use super::table;
 use crate::config::Config;
-use crate::inventory::procfs::HostFiles;
-use crate::inventory::{Inventory, NvmlInventory};
-use crate::plan::{plan, Plan};
+use crate::plan::Plan;
 use crate::request::{shown, Request, RequestPolicy, Source};
 use anyhow::{bail, Context};
 use serde_json::json;
@@ -50,12 +48,6 @@ fn request_of(config: &Config, args: &Args) -> anyhow::Result<Option<Request>> {
     Ok(Request::parse(Source::Argument, &values.join(","))?)
 }
 
-/// Plans `request` on the host `config` describes.
-pub fn plan_on_host(config: &Config, request: &Request) -> anyhow::Result<Plan> {
-    let gpus = NvmlInventory::new(&config.nvml_library).gpus()?;
-    Ok(plan(request, &gpus, &HostFiles::new(&config.host_root))?)
-}
-
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let Some(request) = request_of(config, args)? else {
         if args.json {
@@ -69,7 +61,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let plan =
-        plan_on_host(config, &request).with_context(|| "cannot resolve the request".to_string())?;
+        crate::plan::on_host(config, &request).with_context(|| "cannot resolve the request".to_string())?;
     for w in &plan.warnings {
         eprintln!("migward: warning: {w}");
     }

@@ -1,9 +1,8 @@
-//! The runtime shim entry point (issue: runtime shim).
+//! `migward runtime …` and `migward-runtime …`: the runtime shim.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-pub fn main(_args: &[OsString]) -> ExitCode {
-    eprintln!("migward-runtime: not yet built");
-    ExitCode::from(1)
+pub fn main(args: &[OsString]) -> ExitCode {
+    crate::shim::main(args)
 }

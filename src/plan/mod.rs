@@ -76,6 +76,16 @@ pub enum PlanError {
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+}
+
+/// Plans `request` on the host `config` describes: NVML at
+/// `config.nvml_library`, host files under `config.host_root`.
+pub fn on_host(config: &crate::config::Config, request: &Request) -> Result<Plan, PlanError> {
+    use crate::inventory::{Inventory, NvmlInventory};
+    let gpus = NvmlInventory::new(&config.nvml_library).gpus()?;
+    plan(request, &gpus, &HostFiles::new(&config.host_root))
 }
 
 fn node(path: String, major: u32, minor: u32, mode: u32) -> DeviceNode {

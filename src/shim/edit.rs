@@ -1,0 +1,222 @@
+//! Spec edits on `serde_json::Value`: each idempotent, touching only the
+//! fields named, so every other field (known to oci-spec or not) survives.
+
+use crate::plan::Plan;
+use serde_json::{json, Map, Value};
+
+/// Prefix of every NVIDIA device node path.
+const NVIDIA_DEV_PREFIX: &str = "/dev/nvidia";
+/// The NVIDIA character major (195 on every driver).
+const NVIDIA_MAJOR: u64 = 195;
+
+fn object_at<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    let obj = v.as_object_mut().expect("spec is an object: checked on load");
+    let entry = obj.entry(key).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    entry.as_object_mut().expect("just made an object")
+}
+
+fn array_at<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
+    let entry = obj.entry(key).or_insert_with(|| json!([]));
+    if !entry.is_array() {
+        *entry = json!([]);
+    }
+    entry.as_array_mut().expect("just made an array")
+}
+
+/// True if the container can open any device: CAP_SYS_ADMIN in its bounding
+/// set, or an allow rule for every device (`a`, or `c` with a wildcard).
+pub fn is_privileged(spec: &Value) -> bool {
+    let sys_admin = spec
+        .pointer("/process/capabilities/bounding")
+        .and_then(Value::as_array)
+        .is_some_and(|caps| caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
+    let all_devices = spec
+        .pointer("/linux/resources/devices")
+        .and_then(Value::as_array)
+        .is_some_and(|rules| {
+            rules.iter().any(|r| {
+                let allow = r.get("allow").and_then(Value::as_bool).unwrap_or(false);
+                let kind = r.get("type").and_then(Value::as_str).unwrap_or("a");
+                let wildcard = r.get("major").is_none_or(Value::is_null) || r.get("minor").is_none_or(Value::is_null);
+                allow && (kind == "a" || (kind == "c" && wildcard))
+            })
+        });
+    sys_admin || all_devices
+}
+
+/// Removes every NVIDIA node an engine put into the spec (devices, allow
+/// rules for them, bind mounts of /dev/nvidia*), so a container gets exactly
+/// the planned nodes or none. Returns whether anything changed.
+pub fn strip_nvidia(spec: &mut Value) -> bool {
+    let mut changed = false;
+    let mut removed: Vec<(u64, u64)> = Vec::new();
+    if let Some(devs) = spec.pointer_mut("/linux/devices").and_then(Value::as_array_mut) {
+        devs.retain(|d| {
+            let nvidia = d
+                .get("path")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.starts_with(NVIDIA_DEV_PREFIX));
+            if nvidia {
+                let num = |k| d.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX);
+                removed.push((num("major"), num("minor")));
+            }
+            !nvidia
+        });
+        changed |= !removed.is_empty();
+    }
+    if let Some(rules) = spec.pointer_mut("/linux/resources/devices").and_then(Value::as_array_mut) {
+        let before = rules.len();
+        rules.retain(|r| {
+            let allow = r.get("allow").and_then(Value::as_bool).unwrap_or(false);
+            let major = r.get("major").and_then(Value::as_u64);
+            let minor = r.get("minor").and_then(Value::as_u64);
+            let ours = match (major, minor) {
+                (Some(ma), Some(mi)) => ma == NVIDIA_MAJOR || removed.contains(&(ma, mi)),
+                (Some(ma), None) => ma == NVIDIA_MAJOR,
+                _ => false,
+            };
+            !(allow && ours)
+        });
+        changed |= rules.len() != before;
+    }
+    if let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) {
+        let before = mounts.len();
+        mounts.retain(|m| {
+            !m.get("destination")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.starts_with(NVIDIA_DEV_PREFIX))
+        });
+        changed |= mounts.len() != before;
+    }
+    changed
+}
+
+/// Adds the plan's nodes, allow rules and env. Idempotent: a node path or
+/// rule already present is not added twice, env entries are replaced.
+pub fn apply_plan(spec: &mut Value, plan: &Plan) {
+    let linux = object_at(spec, "linux");
+    let devices = array_at(linux, "devices");
+    for d in &plan.devices {
+        let entry = json!({
+            "path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
+            "fileMode": d.mode, "uid": 0, "gid": 0,
+        });
+        devices.retain(|e| e.get("path").and_then(Value::as_str) != Some(d.path.as_str()));
+        devices.push(entry);
+    }
+    let resources = linux.entry("resources").or_insert_with(|| json!({}));
+    if !resources.is_object() {
+        *resources = json!({});
+    }
+    let rules = array_at(resources.as_object_mut().expect("object"), "devices");
+    for r in &plan.rules {
+        let rule = json!({"allow": true, "type": r.kind, "major": r.major, "minor": r.minor, "access": r.access});
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    let process = object_at(spec, "process");
+    let env = array_at(process, "env");
+    for (k, v) in &plan.env {
+        let prefix = format!("{k}=");
+        env.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&prefix)));
+        env.push(json!(format!("{k}={v}")));
+    }
+}
+
+/// Adds `hook` to `hooks.<stage>` unless an identical one is there; keeps
+/// every existing hook (docker adds its own prestart hook).
+pub fn add_hook(spec: &mut Value, stage: &str, hook: Value) {
+    let hooks = object_at(spec, "hooks");
+    let list = array_at(hooks, stage);
+    if !list.contains(&hook) {
+        list.push(hook);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{AllowRule, DeviceNode};
+
+    fn plan() -> Plan {
+        Plan {
+            devices: vec![DeviceNode { path: "/dev/nvidia-caps/nvidia-cap12".into(), kind: "c", major: 508, minor: 12, mode: 0o444 }],
+            rules: vec![AllowRule { kind: "c", major: 508, minor: 12, access: "rwm" }],
+            env: vec![("NVIDIA_VISIBLE_DEVICES".into(), "MIG-x".into())],
+            grants: vec![],
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn apply_plan_table() {
+        let cases = vec![
+            (
+                json!({"ociVersion": "1.0.2"}),
+                json!({"ociVersion": "1.0.2",
+                    "linux": {"devices": [{"path": "/dev/nvidia-caps/nvidia-cap12", "type": "c", "major": 508, "minor": 12, "fileMode": 292, "uid": 0, "gid": 0}],
+                              "resources": {"devices": [{"allow": true, "type": "c", "major": 508, "minor": 12, "access": "rwm"}]}},
+                    "process": {"env": ["NVIDIA_VISIBLE_DEVICES=MIG-x"]}}),
+            ),
+            (
+                json!({"ociVersion": "1.0.2", "x-keep": 1,
+                    "process": {"env": ["A=1", "NVIDIA_VISIBLE_DEVICES=all"], "x-inner": [1]},
+                    "linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}], "memory": {"limit": 5}}, "namespaces": []}}),
+                json!({"ociVersion": "1.0.2", "x-keep": 1,
+                    "process": {"env": ["A=1", "NVIDIA_VISIBLE_DEVICES=MIG-x"], "x-inner": [1]},
+                    "linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 508, "minor": 12, "access": "rwm"}], "memory": {"limit": 5}}, "namespaces": [],
+                              "devices": [{"path": "/dev/nvidia-caps/nvidia-cap12", "type": "c", "major": 508, "minor": 12, "fileMode": 292, "uid": 0, "gid": 0}]}}),
+            ),
+        ];
+        for (mut input, want) in cases {
+            apply_plan(&mut input, &plan());
+            assert_eq!(input, want);
+            apply_plan(&mut input, &plan());
+            assert_eq!(input, want, "not idempotent");
+        }
+    }
+
+    #[test]
+    fn strip_removes_engine_nvidia_nodes_only() {
+        let mut spec = json!({
+            "mounts": [{"destination": "/dev/nvidia0", "source": "/dev/nvidia0"}, {"destination": "/proc"}],
+            "linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}, {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
+                      "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rw"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
+        });
+        assert!(strip_nvidia(&mut spec));
+        assert_eq!(spec, json!({
+            "mounts": [{"destination": "/proc"}],
+            "linux": {"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
+                      "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
+        }));
+        assert!(!strip_nvidia(&mut spec));
+    }
+
+    #[test]
+    fn privileged_detection() {
+        let cases = [
+            (json!({}), false),
+            (json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN"]}}}), false),
+            (json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}}}), true),
+            (json!({"linux": {"resources": {"devices": [{"allow": true, "access": "rwm"}]}}}), true),
+            (json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "major": 195, "access": "rwm"}]}}}), true),
+            (json!({"linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}}), false),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(is_privileged(&spec), want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn hooks_are_kept_and_not_duplicated() {
+        let mut spec = json!({"hooks": {"prestart": [{"path": "/usr/bin/docker-proxy"}]}});
+        let hook = json!({"path": "/usr/bin/migward", "args": ["migward", "hook", "poststop"]});
+        add_hook(&mut spec, "poststop", hook.clone());
+        add_hook(&mut spec, "poststop", hook.clone());
+        assert_eq!(spec, json!({"hooks": {"prestart": [{"path": "/usr/bin/docker-proxy"}], "poststop": [hook]}}));
+    }
+}
