@@ -9,7 +9,7 @@ pub mod config;
 pub mod inventory;
 pub mod plan;
 pub mod request;
+pub mod shim;
 pub mod simulate;
 pub mod spec;
 pub mod topology;
-pub mod shim;

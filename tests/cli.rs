@@ -1,11 +1,11 @@
 //! The `migward` binary's list, resolve and simulate against the fake NVML
 //! library and a generated host tree.
 
-mod support;
+mod common;
 
+use common::sim::{self as support, stderr, stdout, Sim};
 use serde_json::Value;
 use std::os::unix::ffi::OsStrExt;
-use support::{stderr, stdout, Sim};
 
 fn resolve_json(sim: &Sim, id: &str) -> Value {
     let out = sim.run(&["resolve", "--json", id]);
@@ -357,7 +357,7 @@ fn config_errors_name_the_key() {
         "{}",
         stderr(&out)
     );
-    let out = support::Sim::new("h100-7x1g")
+    let out = Sim::new("h100-7x1g")
         .cmd()
         .args(["--config", "/nonexistent/c.toml", "list"])
         .output()

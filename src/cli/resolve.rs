@@ -60,8 +60,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let plan =
-        crate::plan::on_host(config, &request).with_context(|| "cannot resolve the request".to_string())?;
+    let plan = crate::plan::on_host(config, &request)
+        .with_context(|| "cannot resolve the request".to_string())?;
     for w in &plan.warnings {
         eprintln!("migward: warning: {w}");
     }

@@ -30,7 +30,10 @@ pub struct Invocation {
     pub id: Option<OsString>,
 }
 
-fn flag_value<'a>(arg: &'a OsStr, names: &[&'static str]) -> Option<(&'static str, Option<&'a str>)> {
+fn flag_value<'a>(
+    arg: &'a OsStr,
+    names: &[&'static str],
+) -> Option<(&'static str, Option<&'a str>)> {
     let s = arg.to_str()?;
     names.iter().find_map(|n| {
         if s == *n {
@@ -62,13 +65,19 @@ pub fn scan(args: &[OsString]) -> Invocation {
             continue;
         }
         inv.passthrough.push(arg.clone());
-        let table = if before_verb { GLOBAL_VALUE_FLAGS } else { VERB_VALUE_FLAGS };
+        let table = if before_verb {
+            GLOBAL_VALUE_FLAGS
+        } else {
+            VERB_VALUE_FLAGS
+        };
         if let Some((name, inline)) = flag_value(arg, table) {
             let value = match inline {
                 Some(v) => Some(OsString::from(v)),
                 None => {
                     i += 1;
-                    args.get(i).inspect(|v| inv.passthrough.push((*v).clone())).cloned()
+                    args.get(i)
+                        .inspect(|v| inv.passthrough.push((*v).clone()))
+                        .cloned()
                 }
             };
             match name {
@@ -101,8 +110,18 @@ mod tests {
     #[test]
     fn docker_create() {
         let inv = scan(&v(&[
-            "--root", "/run/docker/runtime-runc/moby", "--log", "/x/log.json", "--log-format", "json",
-            "create", "--bundle", "/b", "--pid-file", "/b/init.pid", "abc123",
+            "--root",
+            "/run/docker/runtime-runc/moby",
+            "--log",
+            "/x/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "abc123",
         ]));
         assert_eq!(inv.verb.as_deref(), Some("create"));
         assert_eq!(inv.bundle, Some(PathBuf::from("/b")));
@@ -114,11 +133,41 @@ mod tests {
 
     #[test]
     fn forms_and_our_flag() {
-        let cases: Vec<(Vec<&str>, Option<&str>, Option<&str>, Option<&str>, Option<&str>)> = vec![
-            (vec!["run", "-b", "/b", "-d", "id1"], Some("run"), Some("/b"), Some("id1"), None),
-            (vec!["--debug", "create", "--bundle=/b", "id2"], Some("create"), Some("/b"), Some("id2"), None),
-            (vec!["--migward-config", "/c.toml", "delete", "--force", "id3"], Some("delete"), None, Some("id3"), Some("/c.toml")),
-            (vec!["--migward-config=/c.toml", "create"], Some("create"), None, None, Some("/c.toml")),
+        let cases: Vec<(
+            Vec<&str>,
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+        )> = vec![
+            (
+                vec!["run", "-b", "/b", "-d", "id1"],
+                Some("run"),
+                Some("/b"),
+                Some("id1"),
+                None,
+            ),
+            (
+                vec!["--debug", "create", "--bundle=/b", "id2"],
+                Some("create"),
+                Some("/b"),
+                Some("id2"),
+                None,
+            ),
+            (
+                vec!["--migward-config", "/c.toml", "delete", "--force", "id3"],
+                Some("delete"),
+                None,
+                Some("id3"),
+                Some("/c.toml"),
+            ),
+            (
+                vec!["--migward-config=/c.toml", "create"],
+                Some("create"),
+                None,
+                None,
+                Some("/c.toml"),
+            ),
             (vec!["--version"], None, None, None, None),
             (vec!["state", "id4"], Some("state"), None, Some("id4"), None),
         ];
@@ -128,7 +177,10 @@ mod tests {
             assert_eq!(inv.bundle, bundle.map(PathBuf::from), "{args:?}");
             assert_eq!(inv.id, id.map(OsString::from), "{args:?}");
             assert_eq!(inv.config, config.map(PathBuf::from), "{args:?}");
-            assert!(!inv.passthrough.iter().any(|a| a.to_string_lossy().contains("migward-config")));
+            assert!(!inv
+                .passthrough
+                .iter()
+                .any(|a| a.to_string_lossy().contains("migward-config")));
         }
     }
 }

@@ -10,7 +10,9 @@ const NVIDIA_DEV_PREFIX: &str = "/dev/nvidia";
 const NVIDIA_MAJOR: u64 = 195;
 
 fn object_at<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    let obj = v.as_object_mut().expect("spec is an object: checked on load");
+    let obj = v
+        .as_object_mut()
+        .expect("spec is an object: checked on load");
     let entry = obj.entry(key).or_insert_with(|| json!({}));
     if !entry.is_object() {
         *entry = json!({});
@@ -40,7 +42,8 @@ pub fn is_privileged(spec: &Value) -> bool {
             rules.iter().any(|r| {
                 let allow = r.get("allow").and_then(Value::as_bool).unwrap_or(false);
                 let kind = r.get("type").and_then(Value::as_str).unwrap_or("a");
-                let wildcard = r.get("major").is_none_or(Value::is_null) || r.get("minor").is_none_or(Value::is_null);
+                let wildcard = r.get("major").is_none_or(Value::is_null)
+                    || r.get("minor").is_none_or(Value::is_null);
                 allow && (kind == "a" || (kind == "c" && wildcard))
             })
         });
@@ -53,7 +56,10 @@ pub fn is_privileged(spec: &Value) -> bool {
 pub fn strip_nvidia(spec: &mut Value) -> bool {
     let mut changed = false;
     let mut removed: Vec<(u64, u64)> = Vec::new();
-    if let Some(devs) = spec.pointer_mut("/linux/devices").and_then(Value::as_array_mut) {
+    if let Some(devs) = spec
+        .pointer_mut("/linux/devices")
+        .and_then(Value::as_array_mut)
+    {
         devs.retain(|d| {
             let nvidia = d
                 .get("path")
@@ -67,7 +73,10 @@ pub fn strip_nvidia(spec: &mut Value) -> bool {
         });
         changed |= !removed.is_empty();
     }
-    if let Some(rules) = spec.pointer_mut("/linux/resources/devices").and_then(Value::as_array_mut) {
+    if let Some(rules) = spec
+        .pointer_mut("/linux/resources/devices")
+        .and_then(Value::as_array_mut)
+    {
         let before = rules.len();
         rules.retain(|r| {
             let allow = r.get("allow").and_then(Value::as_bool).unwrap_or(false);
@@ -144,8 +153,19 @@ mod tests {
 
     fn plan() -> Plan {
         Plan {
-            devices: vec![DeviceNode { path: "/dev/nvidia-caps/nvidia-cap12".into(), kind: "c", major: 508, minor: 12, mode: 0o444 }],
-            rules: vec![AllowRule { kind: "c", major: 508, minor: 12, access: "rwm" }],
+            devices: vec![DeviceNode {
+                path: "/dev/nvidia-caps/nvidia-cap12".into(),
+                kind: "c",
+                major: 508,
+                minor: 12,
+                mode: 0o444,
+            }],
+            rules: vec![AllowRule {
+                kind: "c",
+                major: 508,
+                minor: 12,
+                access: "rwm",
+            }],
             env: vec![("NVIDIA_VISIBLE_DEVICES".into(), "MIG-x".into())],
             grants: vec![],
             warnings: vec![],
@@ -188,11 +208,14 @@ mod tests {
                       "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rw"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
         });
         assert!(strip_nvidia(&mut spec));
-        assert_eq!(spec, json!({
-            "mounts": [{"destination": "/proc"}],
-            "linux": {"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
-                      "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
-        }));
+        assert_eq!(
+            spec,
+            json!({
+                "mounts": [{"destination": "/proc"}],
+                "linux": {"devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
+                          "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
+            })
+        );
         assert!(!strip_nvidia(&mut spec));
     }
 
@@ -200,11 +223,26 @@ mod tests {
     fn privileged_detection() {
         let cases = [
             (json!({}), false),
-            (json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN"]}}}), false),
-            (json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}}}), true),
-            (json!({"linux": {"resources": {"devices": [{"allow": true, "access": "rwm"}]}}}), true),
-            (json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "major": 195, "access": "rwm"}]}}}), true),
-            (json!({"linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}}), false),
+            (
+                json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN"]}}}),
+                false,
+            ),
+            (
+                json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}}}),
+                true,
+            ),
+            (
+                json!({"linux": {"resources": {"devices": [{"allow": true, "access": "rwm"}]}}}),
+                true,
+            ),
+            (
+                json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "major": 195, "access": "rwm"}]}}}),
+                true,
+            ),
+            (
+                json!({"linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}}),
+                false,
+            ),
         ];
         for (spec, want) in cases {
             assert_eq!(is_privileged(&spec), want, "{spec}");
@@ -217,6 +255,9 @@ mod tests {
         let hook = json!({"path": "/usr/bin/migward", "args": ["migward", "hook", "poststop"]});
         add_hook(&mut spec, "poststop", hook.clone());
         add_hook(&mut spec, "poststop", hook.clone());
-        assert_eq!(spec, json!({"hooks": {"prestart": [{"path": "/usr/bin/docker-proxy"}], "poststop": [hook]}}));
+        assert_eq!(
+            spec,
+            json!({"hooks": {"prestart": [{"path": "/usr/bin/docker-proxy"}], "poststop": [hook]}})
+        );
     }
 }

@@ -21,14 +21,21 @@ fn write(path: &Path, json: bool, level: &str, msg: &str) {
         format!("time=\"{time}\" level={level} msg={msg:?}")
     };
     // Best effort: failing to log must not hide the error on stderr.
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{line}");
     }
 }
 
 /// `2026-11-21T06:00:00Z` from a system time (UTC, civil-from-days).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86400, secs % 86400);
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -54,7 +61,11 @@ mod tests {
 
     #[test]
     fn rfc3339_dates() {
-        let cases = [(0, "1970-01-01T00:00:00Z"), (951_782_400, "2000-02-29T00:00:00Z"), (1_795_219_200, "2026-11-21T00:00:00Z")];
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_219_200, "2026-11-21T00:00:00Z"),
+        ];
         for (secs, want) in cases {
             assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(secs)), want);
         }
@@ -68,7 +79,10 @@ mod tests {
         error(&p, true, "second \"q\"");
         let text = std::fs::read_to_string(&p).unwrap();
         let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-        assert_eq!((last["level"].as_str(), last["msg"].as_str()), (Some("error"), Some("second \"q\"")));
+        assert_eq!(
+            (last["level"].as_str(), last["msg"].as_str()),
+            (Some("error"), Some("second \"q\""))
+        );
         assert_eq!(text.lines().count(), 2);
     }
 }

@@ -80,8 +80,7 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<()> {
             request.source
         );
     }
-    let plan = crate::plan::on_host(config, &request)
-        .with_context(|| format!("container {id}"))?;
+    let plan = crate::plan::on_host(config, &request).with_context(|| format!("container {id}"))?;
     for w in &plan.warnings {
         eprintln!("migward-runtime: warning: {w}");
         if let Some(log_path) = &inv.log {

@@ -570,6 +570,16 @@ impl Dockerd {
     /// Starts dockerd with `runtimes` (name, absolute path of a runc-compatible binary) added to
     /// its runtimes map, and waits (up to 60 s) until `docker version` answers.
     pub fn start(dir: &Path, runtimes: &[(&str, &Path)]) -> Result<Dockerd, String> {
+        let mut rt = serde_json::Map::new();
+        for (name, path) in runtimes {
+            rt.insert(name.to_string(), json!({ "path": absolute(path) }));
+        }
+        Dockerd::start_with(dir, rt)
+    }
+
+    /// Like [`Dockerd::start`], with the daemon.json `runtimes` map given whole (for
+    /// `runtimeArgs`).
+    pub fn start_with(dir: &Path, rt: serde_json::Map<String, Value>) -> Result<Dockerd, String> {
         let dockerd = require("dockerd");
         let client = docker_client();
         require("containerd");
@@ -577,10 +587,6 @@ impl Dockerd {
         let dir = absolute(&dir.join("dk"));
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let socket = dir.join("docker.sock");
-        let mut rt = serde_json::Map::new();
-        for (name, path) in runtimes {
-            rt.insert(name.to_string(), json!({ "path": absolute(path) }));
-        }
         let cfg = json!({
             "storage-driver": "vfs",
             "iptables": false,

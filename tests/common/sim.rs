@@ -1,6 +1,5 @@
 //! Shared by binary tests: a simulated GPU host in a temp dir, and the
 //! migward binary run against it.
-#![allow(dead_code)]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

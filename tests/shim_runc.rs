@@ -1,0 +1,317 @@
+//! The runtime shim with a real runc: nodes, cgroup rules, spec
+//! preservation and bad input.
+
+mod common;
+
+use common::engines::{self, load_config, runc_bundle, save_config};
+use common::sim::{Sim, MIGWARD};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Prints, for every char node under /dev that a GPU could use, its path
+/// and what opening it gives.
+pub const PROBE: &str = r#"for f in /dev/nvidia* /dev/nvidia-caps/* /dev/other-*; do [ -c "$f" ] || continue; if cat "$f" >/dev/null 2>/tmp/err; then echo "$f: opened"; else echo "$f: $(cat /tmp/err)"; fi; done; echo probe-done"#;
+
+pub fn shim_link(dir: &Path) -> PathBuf {
+    let link = dir.join("migward-runtime");
+    std::os::unix::fs::symlink(MIGWARD, &link).unwrap();
+    link
+}
+
+fn shim(sim: &Sim, link: &Path, root: &Path, args: &[&str]) -> Output {
+    engines::output(
+        Command::new(link)
+            .env("MIGWARD_CONFIG", sim.config())
+            .arg("--root")
+            .arg(root)
+            .args(args),
+    )
+}
+
+/// Lines of PROBE output, sorted.
+pub fn probe_lines(out: &str) -> Vec<String> {
+    assert!(out.contains("probe-done"), "probe did not finish: {out}");
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("/dev/"))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+pub const ENXIO: &str = "No such device or address";
+
+/// The nodes a MIG device on GPU `minor` with caps `g`, `c` should show.
+pub fn expected_nodes(minor: u32, g: u32, c: u32) -> Vec<String> {
+    let mut v: Vec<String> = [
+        format!("/dev/nvidia{minor}"),
+        format!("/dev/nvidia-caps/nvidia-cap{g}"),
+        format!("/dev/nvidia-caps/nvidia-cap{c}"),
+        "/dev/nvidiactl".into(),
+        "/dev/nvidia-uvm".into(),
+        "/dev/nvidia-uvm-tools".into(),
+    ]
+    .into_iter()
+    .map(|p| format!("{p}: cat: can't open '{p}': {ENXIO}"))
+    .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn runc_container_gets_exactly_its_instance() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let link = shim_link(sim.dir.path());
+    let uuid = sim.mig_uuid(1, 1);
+    let bundle = runc_bundle(
+        sim.dir.path(),
+        &["sh", "-c", PROBE],
+        &[&format!("CUDA_VISIBLE_DEVICES={uuid}")],
+    );
+    // A node of another instance (gpu0 gi1's cap), put there by hand under a
+    // name the shim does not manage: the cgroup must refuse it.
+    let mut cfg = load_config(&bundle);
+    cfg["linux"]["devices"] = json!([{"path": "/dev/other-cap", "type": "c", "major": 508, "minor": 12, "fileMode": 0o666, "uid": 0, "gid": 0}]);
+    save_config(&bundle, &cfg);
+    let out = shim(
+        &sim,
+        &link,
+        &sim.path("runc"),
+        &["run", "--bundle", bundle.to_str().unwrap(), "mw-runc-1"],
+    );
+    let text = engines::expect_success(&out, "shim run");
+    let mut want = expected_nodes(1, 156, 157);
+    want.push("/dev/other-cap: cat: can't open '/dev/other-cap': Operation not permitted".into());
+    want.sort();
+    assert_eq!(probe_lines(&text), want);
+    let cfg = load_config(&bundle);
+    let env: Vec<&str> = cfg["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        env.contains(&format!("NVIDIA_VISIBLE_DEVICES={uuid}").as_str()),
+        "{env:?}"
+    );
+}
+
+#[test]
+fn runc_container_without_request_sees_no_nvidia_node() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let link = shim_link(sim.dir.path());
+    let bundle = runc_bundle(sim.dir.path(), &["sh", "-c", PROBE], &[]);
+    // An engine passing a GPU through anyway: the shim removes it.
+    let mut cfg = load_config(&bundle);
+    cfg["linux"]["devices"] = json!([{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0, "fileMode": 0o666, "uid": 0, "gid": 0}]);
+    cfg["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rwm"}));
+    save_config(&bundle, &cfg);
+    let out = shim(
+        &sim,
+        &link,
+        &sim.path("runc"),
+        &["run", "--bundle", bundle.to_str().unwrap(), "mw-runc-2"],
+    );
+    let text = engines::expect_success(&out, "shim run");
+    assert_eq!(probe_lines(&text), Vec::<String>::new());
+}
+
+#[test]
+fn spec_fields_and_hooks_survive() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let link = shim_link(sim.dir.path());
+    let uuid = sim.mig_uuid(0, 2);
+    let bundle = runc_bundle(
+        sim.dir.path(),
+        &["true"],
+        &[&format!("CUDA_VISIBLE_DEVICES={uuid}")],
+    );
+    let mut cfg = load_config(&bundle);
+    let annotations = json!({
+        "com.docker.compose.project": "ml", "com.docker.compose.service": "trainer",
+        "io.kubernetes.pod.name": "trainer-0", "io.kubernetes.pod.namespace": "research",
+        "io.kubernetes.cri.container-type": "container", "io.podman.annotations.autoremove": "FALSE",
+        "org.opencontainers.image.ref.name": "cuda"
+    });
+    cfg["annotations"] = annotations.clone();
+    cfg["x-vendor-extension"] = json!({"nested": [1, {"a": null}], "flag": true});
+    cfg["process"]["x-unknown-process-field"] = json!("kept");
+    cfg["linux"]["x-future"] = json!({"k": "v"});
+    cfg["hooks"] = json!({"prestart": [{"path": "/bin/true", "args": ["true", "engine-hook"]}]});
+    save_config(&bundle, &cfg);
+    let root = sim.path("runc");
+    let out = shim(
+        &sim,
+        &link,
+        &root,
+        &["create", "--bundle", bundle.to_str().unwrap(), "mw-spec-1"],
+    );
+    engines::expect_success(&out, "shim create");
+    let after = load_config(&bundle);
+    let out = shim(&sim, &link, &root, &["delete", "--force", "mw-spec-1"]);
+    engines::expect_success(&out, "shim delete");
+    assert_eq!(after["annotations"], annotations);
+    assert_eq!(after["x-vendor-extension"], cfg["x-vendor-extension"]);
+    assert_eq!(after["process"]["x-unknown-process-field"], "kept");
+    assert_eq!(after["linux"]["x-future"], cfg["linux"]["x-future"]);
+    assert_eq!(after["hooks"]["prestart"], cfg["hooks"]["prestart"]);
+    // Everything else is as before, plus our devices, rules and env.
+    let mut stripped = after.clone();
+    let devs = stripped["linux"]["devices"].as_array().unwrap().len();
+    assert_eq!(devs, 6);
+    stripped["linux"].as_object_mut().unwrap().remove("devices");
+    let rules = stripped["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap();
+    rules.retain(|r| r["allow"] != json!(true));
+    stripped["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| !e.as_str().unwrap().starts_with("NVIDIA_VISIBLE_DEVICES="));
+    assert_eq!(stripped, cfg);
+}
+
+/// Runs the shim expecting failure; returns stderr. config.json (if any)
+/// must be untouched and runc must hold no container.
+fn refused(sim: &Sim, link: &Path, bundle: &Path, args: &[&str], want: &str) {
+    let root = sim.path("runc");
+    let before = std::fs::read(bundle.join("config.json")).ok();
+    let out = shim(sim, link, &root, args);
+    let err = engines::expect_failure(&out, "shim");
+    assert!(err.contains(want), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert_eq!(
+        std::fs::read(bundle.join("config.json")).ok(),
+        before,
+        "config.json changed"
+    );
+    let state: Vec<_> = std::fs::read_dir(&root)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(state.is_empty(), "runc was reached: {state:?}");
+}
+
+#[test]
+fn bad_bundles_and_requests_never_reach_runc() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let link = shim_link(sim.dir.path());
+    let bundle = runc_bundle(
+        sim.dir.path(),
+        &["true"],
+        &["CUDA_VISIBLE_DEVICES=MIG-00000000-0000-4000-8000-000000000000"],
+    );
+    let b = bundle.to_str().unwrap();
+    let log = sim.path("log.json");
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            b,
+            "c1",
+        ],
+        "is not a MIG device on this host",
+    );
+    let last: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["level"], "error");
+    assert!(
+        last["msg"]
+            .as_str()
+            .unwrap()
+            .contains("is not a MIG device on this host"),
+        "{last}"
+    );
+
+    let mut cfg = load_config(&bundle);
+    cfg["process"]["env"] = json!(["PATH=/bin", "CUDA_VISIBLE_DEVICES=MIG-zz"]);
+    save_config(&bundle, &cfg);
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "c2"],
+        "env CUDA_VISIBLE_DEVICES value \"MIG-zz\"",
+    );
+
+    let uuid = sim.mig_uuid(0, 0);
+    cfg["process"]["env"] = json!(["PATH=/bin", format!("CUDA_VISIBLE_DEVICES={uuid}")]);
+    cfg["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_ADMIN"));
+    save_config(&bundle, &cfg);
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "c3"],
+        "is privileged and asks for GPUs",
+    );
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b],
+        "no container id in the arguments",
+    );
+
+    std::fs::write(bundle.join("config.json"), "{not json").unwrap();
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "c4"],
+        "config.json is not valid JSON",
+    );
+    std::fs::write(
+        bundle.join("config.json"),
+        "{\"ociVersion\": \"1.0.2\", \"process\": []}",
+    )
+    .unwrap();
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "c5"],
+        "config.json is not an OCI runtime spec",
+    );
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "c6"],
+        "config.json is missing",
+    );
+    let gone = sim.path("no-such-bundle");
+    refused(
+        &sim,
+        &link,
+        &gone,
+        &["create", "--bundle", gone.to_str().unwrap(), "c7"],
+        "does not exist",
+    );
+}
