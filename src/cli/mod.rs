@@ -43,10 +43,11 @@ pub enum Command {
 
 /// Runs the CLI; errors are printed once, here, as one line.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let cli = Cli::parse_from(args);
-    if let Command::Runtime { args } = &cli.command {
-        return runtime::main(args);
+    // The shim's argv belongs to runc: hand it over before clap sees it.
+    if args.get(1).is_some_and(|a| a == "runtime") {
+        return runtime::main(&args[2..]);
     }
+    let cli = Cli::parse_from(args);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -67,6 +68,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => list::run(&config()?, &args),
         Command::Resolve(args) => resolve::run(&config()?, &args),
         Command::Simulate(args) => simulate::run(&args),
-        Command::Runtime { .. } => unreachable!("handled before"),
+        Command::Runtime { args } => Ok(runtime::main(&args)),
     }
 }

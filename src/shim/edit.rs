@@ -29,7 +29,9 @@ fn array_at<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value
 }
 
 /// True if the container can open any device: CAP_SYS_ADMIN in its bounding
-/// set, or an allow rule for every device (`a`, or `c` with a wildcard).
+/// set, or a rule allowing read or write on every device (`a`, or `c` with
+/// no major). Rules for one major with any minor (`c 136:* rwm`, the ptys)
+/// and mknod-only rules (`c *:* m`, which engines add by default) are not.
 pub fn is_privileged(spec: &Value) -> bool {
     let sys_admin = spec
         .pointer("/process/capabilities/bounding")
@@ -42,9 +44,10 @@ pub fn is_privileged(spec: &Value) -> bool {
             rules.iter().any(|r| {
                 let allow = r.get("allow").and_then(Value::as_bool).unwrap_or(false);
                 let kind = r.get("type").and_then(Value::as_str).unwrap_or("a");
-                let wildcard = r.get("major").is_none_or(Value::is_null)
-                    || r.get("minor").is_none_or(Value::is_null);
-                allow && (kind == "a" || (kind == "c" && wildcard))
+                let any_major = r.get("major").is_none_or(Value::is_null);
+                let access = r.get("access").and_then(Value::as_str).unwrap_or("rwm");
+                let opens = access.contains('r') || access.contains('w');
+                allow && opens && (kind == "a" || (kind == "c" && any_major))
             })
         });
     sys_admin || all_devices
@@ -236,8 +239,16 @@ mod tests {
                 true,
             ),
             (
-                json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "major": 195, "access": "rwm"}]}}}),
+                json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "access": "rwm"}]}}}),
                 true,
+            ),
+            (
+                json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "major": 136, "access": "rwm"}]}}}),
+                false,
+            ),
+            (
+                json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "access": "m"}, {"allow": true, "type": "b", "access": "m"}]}}}),
+                false,
             ),
             (
                 json!({"linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}}),
