@@ -49,7 +49,8 @@ fn mig_devices_bring_parent_caps_and_shared_nodes() {
     let gpu0_gi1 = h.gpus[0].mig_devices[0].uuid.clone();
     let gpu1_gi2 = h.gpus[1].mig_devices[1].uuid.clone();
     let cap = |m: u32| (format!("/dev/nvidia-caps/nvidia-cap{m}"), CAPS_MAJOR, m);
-    let cases: Vec<(String, Vec<(String, u32, u32)>)> = vec![
+    type Case = (String, Vec<(String, u32, u32)>);
+    let cases: Vec<Case> = vec![
         (
             gpu0_gi1.clone(),
             vec![("/dev/nvidia0".into(), 195, 0), cap(12), cap(13)],

@@ -107,7 +107,8 @@ fn sources_follow_precedence() {
     };
     let mig = format!("MIG-{U}");
     let cuda = format!("CUDA_VISIBLE_DEVICES={mig}");
-    let cases: Vec<(serde_json::Value, Option<(Source, Vec<DeviceId>)>)> = vec![
+    type Case = (serde_json::Value, Option<(Source, Vec<DeviceId>)>);
+    let cases: Vec<Case> = vec![
         (spec(&["PATH=/bin"], json!({})), None),
         (
             spec(

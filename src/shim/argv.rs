@@ -133,13 +133,14 @@ mod tests {
 
     #[test]
     fn forms_and_our_flag() {
-        let cases: Vec<(
-            Vec<&str>,
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-        )> = vec![
+        type Case<'a> = (
+            Vec<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 vec!["run", "-b", "/b", "-d", "id1"],
                 Some("run"),

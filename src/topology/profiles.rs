@@ -88,6 +88,8 @@ pub struct Profile {
     pub memory_mb: u64,
 }
 
+// One row of `nvidia-smi mig -lgip`: a table constructor, positional on purpose.
+#[allow(clippy::too_many_arguments)]
 const fn p(
     id: u32,
     name: &'static str,

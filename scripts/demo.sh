@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The main job on a simulated GPU host: builds migward, simulates a
+# four-card A100-80GB server (GPU 0: 3g.40gb x2; GPU 1 and 2: 2g.20gb x3 +
+# 1g.10gb; GPU 3: 1g.10gb x7), lists it, resolves a request, then runs real
+# containers through the runtime shim, each seeing only its own instance.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEMO=${MIGWARD_DEMO_DIR:-/tmp/migward-demo}
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "installing runc and busybox (needs root; skipped when present)"
+scripts/install-deps.sh
+
+step "building migward and the fake NVML library"
+cargo build --workspace --quiet
+BIN=$PWD/target/debug/migward
+ln -sf "$BIN" target/debug/migward-runtime
+
+step "simulating a100x4-mixed in $DEMO"
+rm -rf "$DEMO"
+"$BIN" simulate a100x4-mixed "$DEMO"
+export MIGWARD_CONFIG=$DEMO/config.toml
+
+step "migward list"
+"$BIN" list
+
+mig() { "$BIN" list --json | jq -r ".gpus[$1].mig_devices[$2].uuid"; }
+A=$(mig 0 1)
+B=$(mig 3 4)
+
+step "migward resolve $A"
+"$BIN" resolve "$A"
+
+step "two containers through migward-runtime (runc underneath)"
+ROOTFS=$DEMO/rootfs
+mkdir -p "$ROOTFS/bin" "$ROOTFS/dev" "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/tmp"
+cp /bin/busybox "$ROOTFS/bin/busybox"
+for app in sh ls cat echo; do ln -sf busybox "$ROOTFS/bin/$app"; done
+run() { # name uuid
+    local bundle=$DEMO/$1
+    mkdir -p "$bundle"
+    (cd "$bundle" && rm -f config.json && runc spec)
+    jq --arg rootfs "$ROOTFS" --arg cuda "CUDA_VISIBLE_DEVICES=$2" \
+        '.root.path=$rootfs | .process.terminal=false | .process.env += [$cuda]
+         | .process.args=["sh","-c","echo \"sees:\"; ls -d /dev/nvidia* /dev/nvidia-caps/*"]' \
+        "$bundle/config.json" > "$bundle/config.json.new" && mv "$bundle/config.json.new" "$bundle/config.json"
+    echo "-- container $1 asks for $2"
+    target/debug/migward-runtime --root "$DEMO/runc" run --bundle "$bundle" "demo-$1-$$"
+}
+run notebook "$A"
+run batch "$B"
+
+step "a request for a device that does not exist never reaches runc"
+run typo MIG-00000000-0000-4000-8000-000000000000 || echo "(refused, exit $?)"
