@@ -13,3 +13,4 @@ pub mod shim;
 pub mod simulate;
 pub mod spec;
 pub mod topology;
+pub mod lease;

@@ -12,7 +12,7 @@
 
 mod argv;
 pub mod edit;
-mod log;
+pub mod log;
 
 pub use argv::{scan, Invocation, CONFIG_FLAG};
 

@@ -1,0 +1,412 @@
+//! One tenant per MIG instance: the lease store (DESIGN.md, "One tenant per
+//! instance").
+//!
+//! Each container holding GPUs has one file, `<state_dir>/leases/<id>.json`,
+//! listing the units it holds. Every change happens under an exclusive
+//! `flock` on `<state_dir>/leases/.lock`, and every write is atomic (temp +
+//! fsync + rename), so a crash leaves either the old file or the new one.
+//! A holder that is gone (its process exited, or its pid now belongs to a
+//! process with another start time, or it never started and has no runtime
+//! state) is stale: the next acquire that meets it reclaims it and logs the
+//! reclaim to `<state_dir>/events.log`. A lease file that cannot be read or
+//! parsed is an error naming the file, never a grant.
+
+pub mod liveness;
+
+use crate::config::Exclusive;
+use crate::plan::Grant;
+use liveness::{runc_init, ProcessId};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Longest container id accepted (docker's are 64 hex chars).
+pub const MAX_ID_LEN: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("container id {0} is not valid: use 1 to {MAX_ID_LEN} characters of A-Z a-z 0-9 _ + - . not starting with a dot")]
+    BadId(String),
+    #[error("{what} is held by container {holder}{labels} since {since}: stop that container, or free a stale lease with `migward leases release {holder} --force`")]
+    Held {
+        what: String,
+        holder: String,
+        labels: String,
+        since: String,
+    },
+    #[error("lease file {path} is corrupt ({reason}): inspect it, then remove it with `migward leases release --force` or by hand")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("lease store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no lease matches {0}: see `migward leases`")]
+    NotFound(String),
+    #[error("container {0} is still running: stop it first, or pass --force")]
+    Live(String),
+}
+
+/// Checks a container id before it becomes part of a file name.
+pub fn validate_id(id: &str) -> Result<(), LeaseError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(LeaseError::BadId(crate::request::shown(id)))
+    }
+}
+
+/// One thing held: a whole GPU (`gi` none), a GPU instance (`ci` none) or a
+/// compute instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    pub gpu_uuid: String,
+    pub gpu_index: u32,
+    pub gi: Option<u32>,
+    pub ci: Option<u32>,
+    pub mig_uuid: Option<String>,
+    pub profile: Option<String>,
+}
+
+impl Unit {
+    /// Whether two units cannot be held by two containers at once.
+    pub fn overlaps(&self, other: &Unit) -> bool {
+        self.gpu_uuid.eq_ignore_ascii_case(&other.gpu_uuid)
+            && match (self.gi, other.gi) {
+                (Some(a), Some(b)) => {
+                    a == b
+                        && match (self.ci, other.ci) {
+                            (Some(x), Some(y)) => x == y,
+                            _ => true,
+                        }
+                }
+                _ => true,
+            }
+    }
+
+    /// How a refusal names the unit.
+    pub fn describe(&self) -> String {
+        match (self.gi, self.ci) {
+            (None, _) => format!("GPU {} ({}, whole)", self.gpu_index, self.gpu_uuid),
+            (Some(gi), ci) => format!(
+                "GPU {} GI {gi}{} ({}{})",
+                self.gpu_index,
+                ci.map(|c| format!(" CI {c}")).unwrap_or_default(),
+                self.profile.as_deref().unwrap_or("MIG"),
+                self.mig_uuid
+                    .as_deref()
+                    .map(|u| format!(", {u}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The units a plan's grants hold under the configured exclusivity.
+pub fn units(grants: &[Grant], exclusive: Exclusive) -> Vec<Unit> {
+    let mut out: Vec<Unit> = Vec::new();
+    for g in grants {
+        let unit = Unit {
+            gpu_uuid: g.gpu_uuid.clone(),
+            gpu_index: g.gpu_index,
+            gi: g.mig.as_ref().map(|m| m.gi),
+            ci: match exclusive {
+                Exclusive::ComputeInstance => g.mig.as_ref().map(|m| m.ci),
+                Exclusive::GpuInstance => None,
+            },
+            mig_uuid: g.mig.as_ref().map(|m| m.uuid.clone()),
+            profile: g.mig.as_ref().map(|m| m.profile.clone()),
+        };
+        // A whole GPU already covers its instances.
+        if !out.iter().any(|u| u.gi.is_none() && u.overlaps(&unit)) && !out.contains(&unit) {
+            out.push(unit);
+        }
+    }
+    out
+}
+
+/// Who holds a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub container_id: String,
+    pub bundle: Option<String>,
+    /// The process that took the lease (the shim, which becomes runc).
+    pub creator: Option<ProcessId>,
+    /// The container's init, once known (hooks get it on stdin).
+    pub init: Option<ProcessId>,
+    /// The runtime's state root (`--root`), where runc keeps `<id>/state.json`.
+    pub runtime_root: Option<PathBuf>,
+    /// RFC 3339.
+    pub since: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    pub version: u32,
+    pub holder: Holder,
+    pub units: Vec<Unit>,
+}
+
+impl Lease {
+    pub fn new(holder: Holder, units: Vec<Unit>) -> Lease {
+        Lease {
+            version: 1,
+            holder,
+            units,
+        }
+    }
+
+    /// Whether the holder still runs (see the module doc).
+    pub fn live(&self) -> bool {
+        if let Some(init) = self.holder.init {
+            return init.alive();
+        }
+        if self.holder.creator.is_some_and(|c| c.alive()) {
+            return true;
+        }
+        self.holder
+            .runtime_root
+            .as_deref()
+            .and_then(|root| runc_init(root, &self.holder.container_id))
+            .is_some_and(|init| init.alive())
+    }
+
+    pub fn labels_text(&self) -> String {
+        if self.holder.labels.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = self
+            .holder
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+/// Labels worth showing, from a spec's annotations.
+pub fn labels_from_spec(spec: &serde_json::Value) -> BTreeMap<String, String> {
+    const KEYS: [(&str, &str); 7] = [
+        ("com.docker.compose.project", "compose_project"),
+        ("com.docker.compose.service", "compose_service"),
+        ("io.kubernetes.pod.namespace", "k8s_namespace"),
+        ("io.kubernetes.pod.name", "k8s_pod"),
+        ("io.kubernetes.cri.sandbox-namespace", "k8s_namespace"),
+        ("io.kubernetes.cri.sandbox-name", "k8s_pod"),
+        ("io.kubernetes.cri.container-name", "k8s_container"),
+    ];
+    let mut out = BTreeMap::new();
+    if let Some(ann) = spec.get("annotations").and_then(|a| a.as_object()) {
+        for (key, label) in KEYS {
+            if let Some(v) = ann.get(key).and_then(|v| v.as_str()) {
+                out.insert(label.to_string(), crate::request::shown(v).trim_matches('"').to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The lease store under a state dir.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Store {
+        Store {
+            dir: state_dir.join("leases"),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> LeaseError {
+        let path = path.to_path_buf();
+        move |source| LeaseError::Io {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    fn lock(&self) -> Result<Flock<File>, LeaseError> {
+        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        let path = self.dir.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| LeaseError::Io {
+            path,
+            source: e.into(),
+        })
+    }
+
+    pub fn path_of(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    fn read(&self, path: &Path) -> Result<Lease, LeaseError> {
+        let text = std::fs::read(path).map_err(self.io(path))?;
+        serde_json::from_slice(&text).map_err(|e| LeaseError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every lease, in container-id order.
+    pub fn all(&self) -> Result<Vec<Lease>, LeaseError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(&self.dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(self.io(&self.dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".json") && !name.starts_with('.') {
+                out.push(self.read(&path)?);
+            }
+        }
+        out.sort_by(|a, b| a.holder.container_id.cmp(&b.holder.container_id));
+        Ok(out)
+    }
+
+    fn write(&self, lease: &Lease) -> Result<(), LeaseError> {
+        let path = self.path_of(&lease.holder.container_id);
+        let io = self.io(&path);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp")
+            .tempfile_in(&self.dir)
+            .map_err(&io)?;
+        serde_json::to_writer_pretty(&mut tmp, lease).map_err(|e| io(e.into()))?;
+        tmp.flush().map_err(&io)?;
+        tmp.as_file().sync_all().map_err(&io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) -> Result<bool, LeaseError> {
+        let path = self.path_of(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.io(&path)(e)),
+        }
+    }
+
+    /// Appends one JSON line to `<state_dir>/events.log` (best effort).
+    pub fn log_event(&self, event: &str, lease: &Lease) {
+        let line = serde_json::json!({
+            "time": crate::shim::log::rfc3339(std::time::SystemTime::now()),
+            "event": event,
+            "container_id": lease.holder.container_id,
+            "units": lease.units.iter().map(Unit::describe).collect::<Vec<_>>(),
+        });
+        if let Ok(mut f) = File::options()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.join("events.log"))
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Takes `lease` for its container, or fails naming the holder of the
+    /// first unit in the way. Same container id again replaces its lease.
+    /// Stale holders in the way are reclaimed; `on_reclaim` hears of each.
+    pub fn acquire(&self, lease: &Lease, on_reclaim: &mut dyn FnMut(&Lease)) -> Result<(), LeaseError> {
+        validate_id(&lease.holder.container_id)?;
+        let _lock = self.lock()?;
+        for other in self.all()? {
+            if other.holder.container_id == lease.holder.container_id {
+                continue;
+            }
+            let Some((mine, _)) = lease
+                .units
+                .iter()
+                .flat_map(|u| other.units.iter().map(move |o| (u, o)))
+                .find(|(u, o)| u.overlaps(o))
+            else {
+                continue;
+            };
+            if other.live() {
+                return Err(LeaseError::Held {
+                    what: mine.describe(),
+                    holder: other.holder.container_id.clone(),
+                    labels: other.labels_text(),
+                    since: other.holder.since.clone(),
+                });
+            }
+            self.remove(&other.holder.container_id)?;
+            self.log_event("reclaim", &other);
+            on_reclaim(&other);
+        }
+        self.write(lease)
+    }
+
+    /// Frees the lease of container `id`; false if it held none.
+    pub fn release(&self, id: &str) -> Result<bool, LeaseError> {
+        validate_id(id)?;
+        let _lock = self.lock()?;
+        let path = self.path_of(id);
+        if !path.exists() {
+            return Ok(false);
+        }
+        // Read first so a release is logged with what it freed; a corrupt
+        // file is still removed (that is what a release is for).
+        let lease = self.read(&path).ok();
+        let removed = self.remove(id)?;
+        if let Some(lease) = lease {
+            self.log_event("release", &lease);
+        }
+        Ok(removed)
+    }
+
+    /// Records the container's init process (hooks learn it from the state).
+    pub fn set_init(&self, id: &str, init: ProcessId) -> Result<bool, LeaseError> {
+        validate_id(id)?;
+        let _lock = self.lock()?;
+        let path = self.path_of(id);
+        if !path.exists() {
+            return Ok(false);
+        }
+        let mut lease = self.read(&path)?;
+        lease.holder.init = Some(init);
+        self.write(&lease)?;
+        Ok(true)
+    }
+
+    /// Removes every stale lease; returns them.
+    pub fn gc(&self) -> Result<Vec<Lease>, LeaseError> {
+        let _lock = self.lock()?;
+        let mut freed = Vec::new();
+        for lease in self.all()? {
+            if !lease.live() {
+                self.remove(&lease.holder.container_id)?;
+                self.log_event("reclaim", &lease);
+                freed.push(lease);
+            }
+        }
+        Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
