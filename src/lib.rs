@@ -14,3 +14,4 @@ pub mod simulate;
 pub mod spec;
 pub mod topology;
 pub mod lease;
+pub mod hook;

@@ -1,5 +1,7 @@
 //! Subcommands of the `migward` binary, one file each.
 
+pub mod hook;
+pub mod leases;
 pub mod list;
 pub mod resolve;
 pub mod runtime;
@@ -32,6 +34,10 @@ pub enum Command {
     Resolve(resolve::Args),
     /// Write a simulated GPU host (host tree, fake NVML, config) into a directory.
     Simulate(simulate::Args),
+    /// Run as an OCI hook (container state on stdin).
+    Hook(hook::Args),
+    /// Show and manage leases (who holds which instance).
+    Leases(leases::Args),
     /// The OCI runtime shim (same as calling this binary as migward-runtime).
     #[command(disable_help_flag = true)]
     Runtime {
@@ -63,11 +69,13 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = || Config::load(cli.config.as_deref());
+    let config = || Config::load(cli.config.as_deref()).map_err(anyhow::Error::from);
     match cli.command {
         Command::List(args) => list::run(&config()?, &args),
         Command::Resolve(args) => resolve::run(&config()?, &args),
         Command::Simulate(args) => simulate::run(&args),
+        Command::Hook(args) => hook::run(config, &args),
+        Command::Leases(args) => leases::run(&config()?, &args),
         Command::Runtime { args } => Ok(runtime::main(&args)),
     }
 }

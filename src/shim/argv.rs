@@ -26,6 +26,8 @@ pub struct Invocation {
     pub verb: Option<String>,
     pub bundle: Option<PathBuf>,
     pub log: Option<PathBuf>,
+    /// runc's `--root`: where it keeps container state.
+    pub root: Option<PathBuf>,
     pub log_format_json: bool,
     pub id: Option<OsString>,
 }
@@ -82,6 +84,7 @@ pub fn scan(args: &[OsString]) -> Invocation {
             };
             match name {
                 "--log" => inv.log = value.map(PathBuf::from),
+                "--root" => inv.root = value.map(PathBuf::from),
                 "--log-format" => inv.log_format_json = value.is_some_and(|v| v == "json"),
                 "--bundle" | "-b" => inv.bundle = value.map(PathBuf::from),
                 _ => {}
@@ -126,6 +129,7 @@ mod tests {
         assert_eq!(inv.verb.as_deref(), Some("create"));
         assert_eq!(inv.bundle, Some(PathBuf::from("/b")));
         assert_eq!(inv.log, Some(PathBuf::from("/x/log.json")));
+        assert_eq!(inv.root, Some(PathBuf::from("/run/docker/runtime-runc/moby")));
         assert!(inv.log_format_json);
         assert_eq!(inv.id, Some(OsString::from("abc123")));
         assert_eq!(inv.passthrough.len(), 12);

@@ -17,6 +17,8 @@ pub mod log;
 pub use argv::{scan, Invocation, CONFIG_FLAG};
 
 use crate::config::Config;
+use crate::lease::liveness::ProcessId;
+use crate::lease::{validate_id, Holder, Lease, Store};
 use crate::request::{Request, RequestPolicy};
 use anyhow::{bail, Context};
 use std::ffi::OsString;
@@ -39,20 +41,48 @@ pub fn main(args: &[OsString]) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// runc's state root when `--root` is not given (as root).
+const DEFAULT_RUNC_ROOT: &str = "/run/runc";
+
 fn run(inv: &Invocation) -> anyhow::Result<std::convert::Infallible> {
     let config = Config::load(inv.config.as_deref())?;
-    if matches!(inv.verb.as_deref(), Some("create" | "run")) {
-        prepare(inv, &config)?;
-    }
+    let leased = match inv.verb.as_deref() {
+        Some("create" | "run") => prepare(inv, &config)?,
+        Some("delete") => {
+            release_on_delete(inv, &config);
+            None
+        }
+        _ => None,
+    };
     let err = Command::new(&config.runtime).args(&inv.passthrough).exec();
+    if let Some(id) = leased {
+        // The container will never exist: give the instance back now.
+        let _ = Store::new(&config.state_dir).release(&id);
+    }
     bail!(
         "cannot run the real runtime {}: {err}; install it or set runtime in the migward config",
         config.runtime.display()
     )
 }
 
-/// Edits the bundle's spec for the container about to be created.
-fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<()> {
+/// `delete` frees the container's lease (poststop does too; both are
+/// idempotent). A broken store must not block the delete: warn only.
+fn release_on_delete(inv: &Invocation, config: &Config) {
+    let Some(id) = inv.id.as_ref().and_then(|i| i.to_str()) else {
+        return;
+    };
+    let store = Store::new(&config.state_dir);
+    if !store.path_of(id).exists() {
+        return;
+    }
+    if let Err(e) = store.release(id) {
+        eprintln!("migward-runtime: warning: {e}");
+    }
+}
+
+/// Edits the bundle's spec for the container about to be created; returns
+/// the container id when a lease was taken.
+fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> {
     let Some(id) = inv.id.as_ref() else {
         bail!("no container id in the arguments: expected `create [--bundle DIR] <id>`");
     };
@@ -72,8 +102,9 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<()> {
         if edit::strip_nvidia(&mut spec) {
             crate::spec::write_atomic(&path, &spec)?;
         }
-        return Ok(());
+        return Ok(None);
     };
+    validate_id(&id)?;
     if edit::is_privileged(&spec) && !config.allow_privileged {
         bail!(
             "container {id} is privileged and asks for GPUs ({}): a privileged container can open every MIG instance; run it without --privileged or set allow_privileged = true in the migward config",
@@ -87,8 +118,56 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<()> {
             log::warning(log_path, inv.log_format_json, &format!("migward: {w}"));
         }
     }
-    edit::strip_nvidia(&mut spec);
-    edit::apply_plan(&mut spec, &plan);
-    crate::spec::write_atomic(&path, &spec)?;
-    Ok(())
+    let lease = Lease::new(
+        Holder {
+            container_id: id.to_string(),
+            bundle: Some(bundle.display().to_string()),
+            // This process becomes runc by exec: it holds the lease until
+            // runc has written the container's state.
+            creator: ProcessId::current(),
+            init: None,
+            runtime_root: Some(inv.root.clone().unwrap_or_else(|| DEFAULT_RUNC_ROOT.into())),
+            since: log::rfc3339(std::time::SystemTime::now()),
+            labels: crate::lease::labels_from_spec(&spec),
+        },
+        crate::lease::units(&plan.grants, config.exclusive),
+    );
+    let store = Store::new(&config.state_dir);
+    store
+        .acquire(&lease, &mut |stale| {
+            let msg = format!(
+                "migward: reclaimed the stale lease of container {} on {}",
+                stale.holder.container_id,
+                stale.units.first().map(|u| u.describe()).unwrap_or_default()
+            );
+            eprintln!("migward-runtime: {msg}");
+            if let Some(log_path) = &inv.log {
+                log::warning(log_path, inv.log_format_json, &msg);
+            }
+        })
+        .with_context(|| format!("container {id} refused"))?;
+    let written = (|| -> anyhow::Result<()> {
+        edit::strip_nvidia(&mut spec);
+        edit::apply_plan(&mut spec, &plan);
+        edit::add_hook(&mut spec, "poststop", release_hook(config)?);
+        crate::spec::write_atomic(&path, &spec)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = store.release(&id);
+        return Err(e);
+    }
+    Ok(Some(id.to_string()))
+}
+
+/// The `poststop` hook that frees the lease when the container is gone:
+/// absolute path, explicit env, timeout (DESIGN.md, CVE-2025-23266).
+fn release_hook(config: &Config) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("cannot find the migward binary for the poststop hook")?;
+    Ok(serde_json::json!({
+        "path": exe,
+        "args": ["migward", "hook", "poststop", "--state-dir", config.state_dir],
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "timeout": 10,
+    }))
 }

@@ -26,7 +26,7 @@
 //! a versioned info struct), the fake is strict too, so code that passes
 //! here does not break on a real card.
 //!
-//! Nothing here may unwind into C: every export runs inside [`ffi`].
+//! Nothing here may unwind into C: every export runs inside `ffi`.
 
 // Every export is a C entry point whose contract is NVIDIA's `nvml.h`; the
 // pointer rules are NVML's, not repeated on each function.

@@ -1,0 +1,154 @@
+//! `migward leases`: who holds which instance; release and gc.
+
+use super::table;
+use crate::config::Config;
+use crate::lease::liveness::ProcessId;
+use crate::lease::{Holder, Lease, LeaseError, Store};
+use crate::request::{Request, Source};
+use serde_json::json;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Option<Action>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Free the lease of a container id, or of the holder of a MIG/GPU UUID.
+    Release {
+        target: String,
+        /// Free it even though the holder still runs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reclaim every stale lease.
+    Gc,
+    /// Take a lease outside any engine, held by process PID (tests, benchmarks).
+    #[command(hide = true)]
+    Acquire {
+        container_id: String,
+        ids: String,
+        #[arg(long)]
+        holder_pid: u32,
+    },
+}
+
+/// The pid shown for a holder: its init, else the process creating it.
+fn shown_pid(lease: &Lease) -> Option<u32> {
+    lease
+        .holder
+        .init
+        .or_else(|| {
+            lease
+                .holder
+                .runtime_root
+                .as_deref()
+                .and_then(|r| crate::lease::liveness::runc_init(r, &lease.holder.container_id))
+        })
+        .or(lease.holder.creator)
+        .map(|p| p.pid)
+}
+
+pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let store = Store::new(&config.state_dir);
+    match &args.action {
+        None => show(&store, args.json),
+        Some(Action::Gc) => {
+            let freed = store.gc()?;
+            for l in &freed {
+                println!("reclaimed the stale lease of {}", l.holder.container_id);
+            }
+            println!("{} stale lease(s) reclaimed", freed.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Action::Release { target, force }) => {
+            let target_lc = target.to_ascii_lowercase();
+            let lease = store
+                .all()?
+                .into_iter()
+                .find(|l| {
+                    l.holder.container_id == *target
+                        || l.units.iter().any(|u| {
+                            u.gpu_uuid.eq_ignore_ascii_case(&target_lc)
+                                || u.mig_uuid.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&target_lc))
+                        })
+                })
+                .ok_or_else(|| LeaseError::NotFound(crate::request::shown(target)))?;
+            let id = lease.holder.container_id.clone();
+            if lease.live() && !force {
+                return Err(LeaseError::Live(id).into());
+            }
+            store.release(&id)?;
+            println!("released the lease of container {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Action::Acquire { container_id, ids, holder_pid }) => {
+            let request = Request::parse(Source::Argument, ids)?
+                .ok_or_else(|| anyhow::anyhow!("no device ids given"))?;
+            let plan = crate::plan::on_host(config, &request)?;
+            let holder = Holder {
+                container_id: container_id.clone(),
+                bundle: None,
+                creator: None,
+                init: Some(ProcessId::of(*holder_pid).ok_or_else(|| anyhow::anyhow!("process {holder_pid} does not exist"))?),
+                runtime_root: None,
+                since: crate::shim::log::rfc3339(std::time::SystemTime::now()),
+                labels: Default::default(),
+            };
+            let lease = Lease::new(holder, crate::lease::units(&plan.grants, config.exclusive));
+            store.acquire(&lease, &mut |stale| {
+                eprintln!("migward: reclaimed the stale lease of container {}", stale.holder.container_id)
+            })?;
+            println!("granted");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
+    let leases = store.all()?;
+    if as_json {
+        let out: Vec<_> = leases
+            .iter()
+            .map(|l| {
+                json!({
+                    "container_id": l.holder.container_id,
+                    "units": l.units,
+                    "labels": l.holder.labels,
+                    "pid": shown_pid(l),
+                    "since": l.holder.since,
+                    "bundle": l.holder.bundle,
+                    "live": l.live(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "leases": out }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if leases.is_empty() {
+        println!("no leases");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = leases
+        .iter()
+        .flat_map(|l| {
+            l.units.iter().map(move |u| {
+                vec![
+                    u.describe(),
+                    l.holder.container_id.chars().take(24).collect(),
+                    l.labels_text().trim().to_string(),
+                    shown_pid(l).map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    l.holder.since.clone(),
+                    if l.live() { "live" } else { "stale" }.to_string(),
+                ]
+            })
+        })
+        .collect();
+    print!("{}", table::render("", &["INSTANCE", "HOLDER", "LABELS", "PID", "SINCE", "STATE"], &rows));
+    Ok(ExitCode::SUCCESS)
+}
