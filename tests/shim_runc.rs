@@ -168,7 +168,7 @@ fn spec_fields_and_hooks_survive() {
     let poststop = after["hooks"]["poststop"].as_array().unwrap();
     assert_eq!(poststop.len(), 1);
     assert!(poststop[0]["path"].as_str().unwrap().starts_with('/'));
-    assert_eq!(poststop[0]["args"][1..3], [json!("hook"), json!("poststop")]);
+    assert_eq!(poststop[0]["args"].as_array().unwrap()[1..3], [json!("hook"), json!("poststop")]);
     assert!(poststop[0]["env"].is_array() && poststop[0]["timeout"].is_u64(), "{poststop:?}");
     // Everything else is as before, plus our devices, rules, env and hook.
     let mut stripped = after.clone();
