@@ -6,12 +6,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod hook;
 pub mod inventory;
+pub mod lease;
 pub mod plan;
 pub mod request;
 pub mod shim;
 pub mod simulate;
 pub mod spec;
 pub mod topology;
-pub mod lease;
-pub mod hook;

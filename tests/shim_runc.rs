@@ -168,11 +168,20 @@ fn spec_fields_and_hooks_survive() {
     let poststop = after["hooks"]["poststop"].as_array().unwrap();
     assert_eq!(poststop.len(), 1);
     assert!(poststop[0]["path"].as_str().unwrap().starts_with('/'));
-    assert_eq!(poststop[0]["args"].as_array().unwrap()[1..3], [json!("hook"), json!("poststop")]);
-    assert!(poststop[0]["env"].is_array() && poststop[0]["timeout"].is_u64(), "{poststop:?}");
+    assert_eq!(
+        poststop[0]["args"].as_array().unwrap()[1..3],
+        [json!("hook"), json!("poststop")]
+    );
+    assert!(
+        poststop[0]["env"].is_array() && poststop[0]["timeout"].is_u64(),
+        "{poststop:?}"
+    );
     // Everything else is as before, plus our devices, rules, env and hook.
     let mut stripped = after.clone();
-    stripped["hooks"].as_object_mut().unwrap().remove("poststop");
+    stripped["hooks"]
+        .as_object_mut()
+        .unwrap()
+        .remove("poststop");
     let devs = stripped["linux"]["devices"].as_array().unwrap().len();
     assert_eq!(devs, 6);
     stripped["linux"].as_object_mut().unwrap().remove("devices");

@@ -12,7 +12,10 @@ pub struct Args {
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(config: impl FnOnce() -> anyhow::Result<crate::config::Config>, args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(
+    config: impl FnOnce() -> anyhow::Result<crate::config::Config>,
+    args: &Args,
+) -> anyhow::Result<ExitCode> {
     match args.stage.as_str() {
         "poststop" => {
             let state_dir = match &args.state_dir {

@@ -75,7 +75,9 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                     l.holder.container_id == *target
                         || l.units.iter().any(|u| {
                             u.gpu_uuid.eq_ignore_ascii_case(&target_lc)
-                                || u.mig_uuid.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&target_lc))
+                                || u.mig_uuid
+                                    .as_deref()
+                                    .is_some_and(|m| m.eq_ignore_ascii_case(&target_lc))
                         })
                 })
                 .ok_or_else(|| LeaseError::NotFound(crate::request::shown(target)))?;
@@ -87,7 +89,11 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             println!("released the lease of container {id}");
             Ok(ExitCode::SUCCESS)
         }
-        Some(Action::Acquire { container_id, ids, holder_pid }) => {
+        Some(Action::Acquire {
+            container_id,
+            ids,
+            holder_pid,
+        }) => {
             let request = Request::parse(Source::Argument, ids)?
                 .ok_or_else(|| anyhow::anyhow!("no device ids given"))?;
             let plan = crate::plan::on_host(config, &request)?;
@@ -95,14 +101,20 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                 container_id: container_id.clone(),
                 bundle: None,
                 creator: None,
-                init: Some(ProcessId::of(*holder_pid).ok_or_else(|| anyhow::anyhow!("process {holder_pid} does not exist"))?),
+                init: Some(
+                    ProcessId::of(*holder_pid)
+                        .ok_or_else(|| anyhow::anyhow!("process {holder_pid} does not exist"))?,
+                ),
                 runtime_root: None,
                 since: crate::shim::log::rfc3339(std::time::SystemTime::now()),
                 labels: Default::default(),
             };
             let lease = Lease::new(holder, crate::lease::units(&plan.grants, config.exclusive));
             store.acquire(&lease, &mut |stale| {
-                eprintln!("migward: reclaimed the stale lease of container {}", stale.holder.container_id)
+                eprintln!(
+                    "migward: reclaimed the stale lease of container {}",
+                    stale.holder.container_id
+                )
             })?;
             println!("granted");
             Ok(ExitCode::SUCCESS)
@@ -127,7 +139,10 @@ fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "leases": out }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "leases": out }))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if leases.is_empty() {
@@ -142,13 +157,22 @@ fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
                     u.describe(),
                     l.holder.container_id.chars().take(24).collect(),
                     l.labels_text().trim().to_string(),
-                    shown_pid(l).map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    shown_pid(l)
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     l.holder.since.clone(),
                     if l.live() { "live" } else { "stale" }.to_string(),
                 ]
             })
         })
         .collect();
-    print!("{}", table::render("", &["INSTANCE", "HOLDER", "LABELS", "PID", "SINCE", "STATE"], &rows));
+    print!(
+        "{}",
+        table::render(
+            "",
+            &["INSTANCE", "HOLDER", "LABELS", "PID", "SINCE", "STATE"],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }

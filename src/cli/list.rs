@@ -3,7 +3,8 @@
 use super::table;
 use crate::config::Config;
 use crate::inventory::procfs::{HostFiles, MigMinors};
-use crate::inventory::{Gpu, Inventory, NvmlInventory};
+use crate::inventory::{Gpu, Inventory, MigDevice, NvmlInventory};
+use crate::lease::{Lease, Store, Unit};
 use crate::topology::MEMORY_SLICES;
 use serde_json::json;
 use std::process::ExitCode;
@@ -26,22 +27,61 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let leases = match Store::new(&config.state_dir).all() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("migward: warning: holders unknown: {e}");
+            Vec::new()
+        }
+    };
+    let holders = Holders(&leases);
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&to_json(&gpus, minors.as_ref()))?
+            serde_json::to_string_pretty(&to_json(&gpus, minors.as_ref(), &holders))?
         );
     } else {
-        print!("{}", render(&gpus, minors.as_ref()));
+        print!("{}", render(&gpus, minors.as_ref(), &holders));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who holds what, for display.
+pub struct Holders<'a>(pub &'a [Lease]);
+
+impl Holders<'_> {
+    /// The lease covering MIG device `m` of `gpu`, if any.
+    fn of(&self, gpu: &Gpu, m: &MigDevice) -> Option<&Lease> {
+        let unit = Unit {
+            gpu_uuid: gpu.uuid.clone(),
+            gpu_index: gpu.index,
+            gi: Some(m.gi),
+            ci: Some(m.ci),
+            mig_uuid: None,
+            profile: None,
+        };
+        self.0
+            .iter()
+            .find(|l| l.units.iter().any(|u| u.overlaps(&unit)))
+    }
+
+    fn text(&self, gpu: &Gpu, m: &MigDevice) -> String {
+        match self.of(gpu, m) {
+            Some(l) if l.live() => l.holder.container_id.chars().take(24).collect(),
+            Some(l) => format!(
+                "{} (stale)",
+                l.holder.container_id.chars().take(16).collect::<String>()
+            ),
+            None => "-".into(),
+        }
+    }
 }
 
 fn cap(minors: Option<&MigMinors>, gpu: u32, gi: u32, ci: Option<u32>) -> Option<u32> {
     minors.and_then(|m| m.get(gpu, gi, ci).ok())
 }
 
-pub fn to_json(gpus: &[Gpu], minors: Option<&MigMinors>) -> serde_json::Value {
+pub fn to_json(gpus: &[Gpu], minors: Option<&MigMinors>, holders: &Holders) -> serde_json::Value {
     let gpus: Vec<_> = gpus
         .iter()
         .map(|g| {
@@ -59,6 +99,10 @@ pub fn to_json(gpus: &[Gpu], minors: Option<&MigMinors>) -> serde_json::Value {
                         "ci_cap_minor": cap(minors, g.minor, m.gi, Some(m.ci)),
                         "multiprocessors": m.multiprocessors,
                         "memory_mb": m.memory_mb,
+                        "holder": holders.of(g, m).map(|l| json!({
+                            "container_id": l.holder.container_id,
+                            "live": l.live(),
+                        })),
                     })
                 })
                 .collect();
@@ -105,7 +149,7 @@ pub fn slice_map(gpu: &Gpu) -> String {
     )
 }
 
-pub fn render(gpus: &[Gpu], minors: Option<&MigMinors>) -> String {
+pub fn render(gpus: &[Gpu], minors: Option<&MigMinors>, holders: &Holders) -> String {
     let mut out = String::new();
     if gpus.is_empty() {
         out.push_str("no GPU found\n");
@@ -149,6 +193,7 @@ pub fn render(gpus: &[Gpu], minors: Option<&MigMinors>) -> String {
                         opt(cap(minors, g.minor, m.gi, Some(m.ci)))
                     ),
                     m.uuid.clone(),
+                    holders.text(g, m),
                 ]
             })
             .collect();
@@ -158,7 +203,7 @@ pub fn render(gpus: &[Gpu], minors: Option<&MigMinors>) -> String {
         }
         out.push_str(&table::render(
             "  ",
-            &["PROFILE", "GI", "CI", "PLACEMENT", "CAPS", "UUID"],
+            &["PROFILE", "GI", "CI", "PLACEMENT", "CAPS", "UUID", "HOLDER"],
             &rows,
         ));
         out.push('\n');

@@ -56,10 +56,17 @@ mod tests {
     #[test]
     fn poststop_releases_and_never_panics_on_junk() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(poststop(&b"{\"ociVersion\":\"1.0.2\",\"id\":\"abc\",\"status\":\"stopped\"}"[..], dir.path()).is_none());
+        assert!(poststop(
+            &b"{\"ociVersion\":\"1.0.2\",\"id\":\"abc\",\"status\":\"stopped\"}"[..],
+            dir.path()
+        )
+        .is_none());
         let err = poststop(&b"junk"[..], dir.path()).unwrap();
         assert!(err.contains("not OCI state JSON"), "{err}");
         let err = poststop(&b"{\"id\":\"../etc\"}"[..], dir.path()).unwrap();
-        assert!(err.contains("container id \"../etc\" is not valid"), "{err}");
+        assert!(
+            err.contains("container id \"../etc\" is not valid"),
+            "{err}"
+        );
     }
 }

@@ -40,7 +40,9 @@ impl ProcessId {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
             return false;
         };
-        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
         parse_start_time(&stat) == Some(self.start_time) && state != Some("Z") && state != Some("X")
     }
 }
@@ -71,8 +73,15 @@ mod tests {
     fn current_process_is_alive_and_reuse_is_detected() {
         let me = ProcessId::current().unwrap();
         assert!(me.alive());
-        let reused = ProcessId { start_time: me.start_time + 1, ..me };
+        let reused = ProcessId {
+            start_time: me.start_time + 1,
+            ..me
+        };
         assert!(!reused.alive());
-        assert!(!ProcessId { pid: u32::MAX - 1, start_time: 1 }.alive());
+        assert!(!ProcessId {
+            pid: u32::MAX - 1,
+            start_time: 1
+        }
+        .alive());
     }
 }

@@ -212,7 +212,10 @@ pub fn labels_from_spec(spec: &serde_json::Value) -> BTreeMap<String, String> {
     if let Some(ann) = spec.get("annotations").and_then(|a| a.as_object()) {
         for (key, label) in KEYS {
             if let Some(v) = ann.get(key).and_then(|v| v.as_str()) {
-                out.insert(label.to_string(), crate::request::shown(v).trim_matches('"').to_string());
+                out.insert(
+                    label.to_string(),
+                    crate::request::shown(v).trim_matches('"').to_string(),
+                );
             }
         }
     }
@@ -331,7 +334,11 @@ impl Store {
     /// Takes `lease` for its container, or fails naming the holder of the
     /// first unit in the way. Same container id again replaces its lease.
     /// Stale holders in the way are reclaimed; `on_reclaim` hears of each.
-    pub fn acquire(&self, lease: &Lease, on_reclaim: &mut dyn FnMut(&Lease)) -> Result<(), LeaseError> {
+    pub fn acquire(
+        &self,
+        lease: &Lease,
+        on_reclaim: &mut dyn FnMut(&Lease),
+    ) -> Result<(), LeaseError> {
         validate_id(&lease.holder.container_id)?;
         let _lock = self.lock()?;
         for other in self.all()? {

@@ -30,7 +30,10 @@ fn me() -> Option<ProcessId> {
 
 /// A process identity that cannot be alive: this pid, another start time.
 fn dead() -> Option<ProcessId> {
-    me().map(|p| ProcessId { start_time: p.start_time + 7, ..p })
+    me().map(|p| ProcessId {
+        start_time: p.start_time + 7,
+        ..p
+    })
 }
 
 #[test]
@@ -39,8 +42,16 @@ fn overlap_rules() {
         (unit("G", Some(1), None), unit("G", Some(1), None), true),
         (unit("G", Some(1), None), unit("G", Some(2), None), false),
         (unit("G", Some(1), None), unit("H", Some(1), None), false),
-        (unit("G", Some(1), Some(0)), unit("G", Some(1), Some(1)), false),
-        (unit("G", Some(1), Some(0)), unit("G", Some(1), Some(0)), true),
+        (
+            unit("G", Some(1), Some(0)),
+            unit("G", Some(1), Some(1)),
+            false,
+        ),
+        (
+            unit("G", Some(1), Some(0)),
+            unit("G", Some(1), Some(0)),
+            true,
+        ),
         (unit("G", Some(1), None), unit("G", Some(1), Some(1)), true),
         (unit("G", None, None), unit("G", Some(3), Some(0)), true),
         (unit("G", None, None), unit("H", None, None), false),
@@ -56,15 +67,30 @@ fn units_follow_exclusivity() {
     let grant = |gi, ci| Grant {
         gpu_index: 0,
         gpu_uuid: "G".into(),
-        mig: Some(MigGrant { uuid: format!("MIG-{gi}{ci}"), profile: "1c.3g.40gb".into(), gi, ci }),
+        mig: Some(MigGrant {
+            uuid: format!("MIG-{gi}{ci}"),
+            profile: "1c.3g.40gb".into(),
+            gi,
+            ci,
+        }),
     };
     let two_cis = [grant(1, 0), grant(1, 1)];
     let gi_units = units(&two_cis, Exclusive::GpuInstance);
     assert_eq!(gi_units.len(), 2);
-    assert!(gi_units[0].overlaps(&gi_units[1]), "two CIs of one GI collide by default");
+    assert!(
+        gi_units[0].overlaps(&gi_units[1]),
+        "two CIs of one GI collide by default"
+    );
     let ci_units = units(&two_cis, Exclusive::ComputeInstance);
-    assert!(!ci_units[0].overlaps(&ci_units[1]), "compute-instance unit keeps them apart");
-    let whole = Grant { gpu_index: 0, gpu_uuid: "G".into(), mig: None };
+    assert!(
+        !ci_units[0].overlaps(&ci_units[1]),
+        "compute-instance unit keeps them apart"
+    );
+    let whole = Grant {
+        gpu_index: 0,
+        gpu_uuid: "G".into(),
+        mig: None,
+    };
     let with_whole = units(&[whole, grant(1, 0), grant(2, 0)], Exclusive::GpuInstance);
     assert_eq!(with_whole.len(), 1, "the whole GPU covers its instances");
 }
@@ -74,31 +100,54 @@ fn live_holder_refuses_stale_holder_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let a = Lease::new(holder("a", me()), vec![unit("G", Some(1), None)]);
-    store.acquire(&a, &mut |_| panic!("nothing to reclaim")).unwrap();
+    store
+        .acquire(&a, &mut |_| panic!("nothing to reclaim"))
+        .unwrap();
     // Same container again (restart) is granted.
-    store.acquire(&a, &mut |_| panic!("nothing to reclaim")).unwrap();
+    store
+        .acquire(&a, &mut |_| panic!("nothing to reclaim"))
+        .unwrap();
     let b = Lease::new(holder("b", me()), vec![unit("G", Some(1), None)]);
     let err = store.acquire(&b, &mut |_| {}).unwrap_err().to_string();
-    assert!(err.contains("GPU 0 GI 1 (1g.10gb, MIG-1) is held by container a since 2026-11-21T06:00:00Z"), "{err}");
+    assert!(
+        err.contains(
+            "GPU 0 GI 1 (1g.10gb, MIG-1) is held by container a since 2026-11-21T06:00:00Z"
+        ),
+        "{err}"
+    );
     assert!(err.contains("migward leases release a --force"), "{err}");
     // Another instance is fine.
     let c = Lease::new(holder("c", me()), vec![unit("G", Some(2), None)]);
-    store.acquire(&c, &mut |_| panic!("nothing to reclaim")).unwrap();
+    store
+        .acquire(&c, &mut |_| panic!("nothing to reclaim"))
+        .unwrap();
     // Release frees it for b.
     assert!(store.release("a").unwrap());
     assert!(!store.release("a").unwrap());
-    store.acquire(&b, &mut |_| panic!("nothing to reclaim")).unwrap();
+    store
+        .acquire(&b, &mut |_| panic!("nothing to reclaim"))
+        .unwrap();
 
     // A holder whose pid now belongs to another process start is stale.
     let d = Lease::new(holder("d", dead()), vec![unit("H", Some(1), None)]);
     store.acquire(&d, &mut |_| {}).unwrap();
     let e = Lease::new(holder("e", me()), vec![unit("H", None, None)]);
     let mut reclaimed = Vec::new();
-    store.acquire(&e, &mut |l| reclaimed.push(l.holder.container_id.clone())).unwrap();
+    store
+        .acquire(&e, &mut |l| reclaimed.push(l.holder.container_id.clone()))
+        .unwrap();
     assert_eq!(reclaimed, ["d"]);
     let log = std::fs::read_to_string(dir.path().join("events.log")).unwrap();
-    assert!(log.contains("\"event\":\"reclaim\"") && log.contains("\"container_id\":\"d\""), "{log}");
-    let ids: Vec<_> = store.all().unwrap().into_iter().map(|l| l.holder.container_id).collect();
+    assert!(
+        log.contains("\"event\":\"reclaim\"") && log.contains("\"container_id\":\"d\""),
+        "{log}"
+    );
+    let ids: Vec<_> = store
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.holder.container_id)
+        .collect();
     assert_eq!(ids, ["b", "c", "e"]);
 }
 
@@ -108,14 +157,19 @@ fn never_started_holder_without_runtime_state_is_stale() {
     let store = Store::new(dir.path());
     let mut h = holder("x", None);
     h.runtime_root = Some(dir.path().join("runc"));
-    store.acquire(&Lease::new(h, vec![unit("G", Some(1), None)]), &mut |_| {}).unwrap();
+    store
+        .acquire(&Lease::new(h, vec![unit("G", Some(1), None)]), &mut |_| {})
+        .unwrap();
     assert!(!store.all().unwrap()[0].live());
     // With runc state naming a live init, it is live.
     std::fs::create_dir_all(dir.path().join("runc/x")).unwrap();
     let p = me().unwrap();
     std::fs::write(
         dir.path().join("runc/x/state.json"),
-        format!("{{\"init_process_pid\": {}, \"init_process_start\": {}}}", p.pid, p.start_time),
+        format!(
+            "{{\"init_process_pid\": {}, \"init_process_start\": {}}}",
+            p.pid, p.start_time
+        ),
     )
     .unwrap();
     assert!(store.all().unwrap()[0].live());
@@ -133,7 +187,10 @@ fn corrupt_lease_is_an_error_never_a_grant() {
     std::fs::write(dir.path().join("leases/junk.json"), b"\x00\xffgarbage").unwrap();
     let a = Lease::new(holder("a", me()), vec![unit("G", Some(1), None)]);
     let err = store.acquire(&a, &mut |_| {}).unwrap_err().to_string();
-    assert!(err.contains("lease file") && err.contains("leases/junk.json is corrupt"), "{err}");
+    assert!(
+        err.contains("lease file") && err.contains("leases/junk.json is corrupt"),
+        "{err}"
+    );
     assert!(!store.path_of("a").exists());
 }
 
@@ -142,7 +199,17 @@ fn hostile_ids_are_refused_before_any_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let long = "a".repeat(10 * 1024);
-    for id in ["../x", "a/b", "..", ".hidden", "", "a\0b", long.as_str(), "a b", "é"] {
+    for id in [
+        "../x",
+        "a/b",
+        "..",
+        ".hidden",
+        "",
+        "a\0b",
+        long.as_str(),
+        "a b",
+        "é",
+    ] {
         let lease = Lease::new(holder(id, me()), vec![unit("G", Some(1), None)]);
         let err = store.acquire(&lease, &mut |_| {}).unwrap_err().to_string();
         assert!(err.starts_with("container id "), "{id:.20}: {err}");
@@ -160,7 +227,10 @@ fn racing_threads_exactly_one_wins() {
             .map(|i| {
                 let store = Store::new(dir.path());
                 s.spawn(move || {
-                    let lease = Lease::new(holder(&format!("c{i}"), me()), vec![unit("G", Some(1), None)]);
+                    let lease = Lease::new(
+                        holder(&format!("c{i}"), me()),
+                        vec![unit("G", Some(1), None)],
+                    );
                     store.acquire(&lease, &mut |_| {}).is_ok()
                 })
             })

@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(inv.verb.as_deref(), Some("create"));
         assert_eq!(inv.bundle, Some(PathBuf::from("/b")));
         assert_eq!(inv.log, Some(PathBuf::from("/x/log.json")));
-        assert_eq!(inv.root, Some(PathBuf::from("/run/docker/runtime-runc/moby")));
+        assert_eq!(
+            inv.root,
+            Some(PathBuf::from("/run/docker/runtime-runc/moby"))
+        );
         assert!(inv.log_format_json);
         assert_eq!(inv.id, Some(OsString::from("abc123")));
         assert_eq!(inv.passthrough.len(), 12);

@@ -138,7 +138,11 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
             let msg = format!(
                 "migward: reclaimed the stale lease of container {} on {}",
                 stale.holder.container_id,
-                stale.units.first().map(|u| u.describe()).unwrap_or_default()
+                stale
+                    .units
+                    .first()
+                    .map(|u| u.describe())
+                    .unwrap_or_default()
             );
             eprintln!("migward-runtime: {msg}");
             if let Some(log_path) = &inv.log {
@@ -163,7 +167,8 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
 /// The `poststop` hook that frees the lease when the container is gone:
 /// absolute path, explicit env, timeout (DESIGN.md, CVE-2025-23266).
 fn release_hook(config: &Config) -> anyhow::Result<serde_json::Value> {
-    let exe = std::env::current_exe().context("cannot find the migward binary for the poststop hook")?;
+    let exe =
+        std::env::current_exe().context("cannot find the migward binary for the poststop hook")?;
     Ok(serde_json::json!({
         "path": exe,
         "args": ["migward", "hook", "poststop", "--state-dir", config.state_dir],

@@ -1,0 +1,366 @@
+//! One tenant per instance with real runc: refusals, release, races and
+//! crashes.
+
+mod common;
+
+use common::engines::{self, load_config, runc_bundle, save_config};
+use common::sim::{stderr, Sim, MIGWARD};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Host {
+    sim: Sim,
+    link: PathBuf,
+    root: PathBuf,
+}
+
+impl Host {
+    fn new(topology: &str) -> Host {
+        engines::require_root();
+        let sim = Sim::new(topology);
+        let link = sim.path("migward-runtime");
+        std::os::unix::fs::symlink(MIGWARD, &link).unwrap();
+        let root = sim.path("runc");
+        Host { sim, link, root }
+    }
+
+    fn shim(&self) -> Command {
+        let mut c = Command::new(&self.link);
+        c.env("MIGWARD_CONFIG", self.sim.config())
+            .arg("--root")
+            .arg(&self.root);
+        c
+    }
+
+    /// A bundle named `name` whose container asks for `uuid` and runs `args`.
+    fn bundle(&self, name: &str, uuid: &str, args: &[&str]) -> PathBuf {
+        let dir = self.sim.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        runc_bundle(&dir, args, &[&format!("NVIDIA_VISIBLE_DEVICES={uuid}")])
+    }
+
+    /// `create` with stdio on files: runc hands its stdio to the container's
+    /// init, so a pipe would stay open as long as the container lives.
+    fn create(&self, bundle: &Path, id: &str) -> Output {
+        spawn_create(self.shim(), bundle, id).wait()
+    }
+
+    fn run(&self, bundle: &Path, id: &str) -> Output {
+        engines::output(self.shim().args(["run", "--bundle"]).arg(bundle).arg(id))
+    }
+
+    fn runc(&self, args: &[&str]) -> Output {
+        engines::output(
+            Command::new("runc")
+                .arg("--root")
+                .arg(&self.root)
+                .args(args),
+        )
+    }
+
+    fn leases(&self) -> Vec<Value> {
+        let out = self.sim.run(&["leases", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["leases"].as_array().unwrap().clone()
+    }
+}
+
+/// A `create` in flight, its stdio on files.
+struct Pending {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Pending {
+    fn wait(mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        Output {
+            status,
+            stdout: std::fs::read(&self.out).unwrap_or_default(),
+            stderr: std::fs::read(&self.err).unwrap_or_default(),
+        }
+    }
+}
+
+fn spawn_create(mut cmd: Command, bundle: &Path, id: &str) -> Pending {
+    let (out, err) = (bundle.join("stdout.log"), bundle.join("stderr.log"));
+    let child = cmd
+        .args(["create", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    Pending { child, out, err }
+}
+
+#[test]
+fn second_container_is_refused_until_the_first_exits() {
+    let h = Host::new("a100x4-mixed");
+    let x = h.sim.mig_uuid(3, 0);
+    let y = h.sim.mig_uuid(3, 1);
+    let a = h.bundle("a", &x, &["sleep", "300"]);
+    let out = h.create(&a, "holder-a");
+    assert!(out.status.success(), "create A: {}", stderr(&out));
+    engines::expect_success(&h.runc(&["start", "holder-a"]), "start A");
+
+    let b = h.bundle("b", &x, &["true"]);
+    let out = h.run(&b, "second-b");
+    let err = engines::expect_failure(&out, "B on a held instance");
+    assert!(
+        err.contains(&format!("container second-b refused: GPU 3 GI 1 (1g.10gb, {x}) is held by container holder-a since ")),
+        "{err}"
+    );
+    assert!(
+        err.contains("migward leases release holder-a --force"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let other = h.bundle("c", &y, &["true"]);
+    engines::expect_success(&h.run(&other, "other-c"), "another instance");
+
+    let listed = h.leases();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["container_id"], "holder-a");
+    assert_eq!(listed[0]["live"], true);
+    let text = engines::expect_success(&h.sim.run(&["list"]), "list");
+    assert!(text.contains("holder-a"), "list shows the holder: {text}");
+
+    // A exits: its init is gone, so its lease is stale even before delete.
+    engines::expect_success(&h.runc(&["kill", "holder-a", "KILL"]), "kill A");
+    let mut waited = 0;
+    while h
+        .runc(&["state", "holder-a"])
+        .stdout
+        .windows(7)
+        .all(|w| w != b"stopped")
+        && waited < 100
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    let out = h.run(&b, "second-b");
+    let text = engines::expect_success(&out, "B after A exited");
+    assert!(
+        stderr(&out).contains("reclaimed the stale lease of container holder-a"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(h.sim.path("state/events.log")).unwrap();
+    assert!(log.contains("\"event\":\"reclaim\""), "{log}");
+    // `delete` of A (what engines do) is harmless now; nothing is left.
+    engines::expect_success(
+        &engines::output(h.shim().args(["delete", "--force", "holder-a"])),
+        "delete A",
+    );
+    assert_eq!(h.leases(), Vec::<Value>::new());
+}
+
+#[test]
+fn thirty_two_racing_processes_one_winner() {
+    let h = Host::new("h100-7x1g");
+    let x = h.sim.mig_uuid(0, 0);
+    let me = std::process::id().to_string();
+    let children: Vec<_> = (0..32)
+        .map(|i| {
+            h.sim
+                .cmd()
+                .args([
+                    "leases",
+                    "acquire",
+                    &format!("racer-{i}"),
+                    &x,
+                    "--holder-pid",
+                    &me,
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let granted = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        granted,
+        1,
+        "{:?}",
+        outs.iter().map(stderr).collect::<Vec<_>>()
+    );
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert!(
+            stderr(o).contains("is held by container racer-"),
+            "{}",
+            stderr(o)
+        );
+    }
+    assert_eq!(h.leases().len(), 1);
+}
+
+#[test]
+fn thirty_two_containers_on_seven_instances() {
+    let h = Host::new("h100-7x1g");
+    let uuids: Vec<String> = (0..7).map(|m| h.sim.mig_uuid(0, m)).collect();
+    let bundles: Vec<PathBuf> = (0..32)
+        .map(|i| h.bundle(&format!("b{i}"), &uuids[i % 7], &["true"]))
+        .collect();
+    let children: Vec<Pending> = bundles
+        .iter()
+        .enumerate()
+        .map(|(i, b)| spawn_create(h.shim(), b, &format!("many-{i}")))
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(Pending::wait).collect();
+    let created: Vec<usize> = (0..32).filter(|i| outs[*i].status.success()).collect();
+    assert_eq!(
+        created.len(),
+        7,
+        "{:?}",
+        outs.iter().map(stderr).collect::<Vec<_>>()
+    );
+    for (i, o) in outs.iter().enumerate().filter(|(_, o)| !o.status.success()) {
+        let err = stderr(o);
+        assert!(
+            err.contains(&format!("container many-{i} refused"))
+                && err.contains("is held by container many-"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // Each instance went to exactly one container.
+    let mut held: Vec<usize> = created.iter().map(|i| i % 7).collect();
+    held.sort();
+    assert_eq!(held, (0..7).collect::<Vec<_>>());
+    for i in &created {
+        engines::expect_success(
+            &engines::output(h.shim().args(["delete", "--force", &format!("many-{i}")])),
+            "delete",
+        );
+    }
+    assert_eq!(h.leases(), Vec::<Value>::new());
+}
+
+#[test]
+fn crashes_never_block_an_instance() {
+    let h = Host::new("h100-7x1g");
+    let x = h.sim.mig_uuid(0, 4);
+    let next = |name: &str| {
+        let b = h.bundle(name, &x, &["true"]);
+        h.run(&b, name)
+    };
+
+    // 1. The shim is killed after the lease, before runc runs: the lower
+    //    runtime here is a process that stays put (the exec'd shim), killed.
+    let stuck = h.sim.path("stuck-runtime");
+    std::fs::write(&stuck, "#!/bin/sh\nexec sleep 300\n").unwrap();
+    std::fs::set_permissions(&stuck, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let stuck_config = h.sim.path("stuck.toml");
+    let base = std::fs::read_to_string(h.sim.config()).unwrap();
+    std::fs::write(
+        &stuck_config,
+        format!("{base}runtime = {:?}\n", stuck.display().to_string()),
+    )
+    .unwrap();
+    let b = h.bundle("killed", &x, &["true"]);
+    let mut child = Command::new(&h.link)
+        .env("MIGWARD_CONFIG", &stuck_config)
+        .args(["create", "--bundle"])
+        .arg(&b)
+        .arg("killed-shim")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lease_file = h.sim.path("state/leases/killed-shim.json");
+    let mut waited = 0;
+    while !lease_file.exists() && waited < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        waited += 1;
+    }
+    assert!(lease_file.exists(), "the shim never took its lease");
+    let refused = next("while-alive");
+    assert!(
+        stderr(&refused).contains("held by container killed-shim"),
+        "{}",
+        stderr(&refused)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    engines::expect_success(&next("after-shim-kill"), "after the shim was killed");
+
+    // 2. runc's create fails after the lease (a bad rootfs path).
+    let bad = h.bundle("badroot", &x, &["true"]);
+    let mut cfg = load_config(&bad);
+    cfg["root"]["path"] = json!("/nonexistent/rootfs");
+    save_config(&bad, &cfg);
+    engines::expect_failure(&h.run(&bad, "badroot"), "bad rootfs");
+    engines::expect_success(&next("after-bad-rootfs"), "after a failed create");
+
+    // 3. The container's init is SIGKILLed (no delete follows).
+    let holder = h.bundle("init-killed", &x, &["sleep", "300"]);
+    assert!(h.create(&holder, "init-killed").status.success());
+    let state: Value = serde_json::from_slice(&h.runc(&["state", "init-killed"]).stdout).unwrap();
+    let pid = state["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut waited = 0;
+    while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+        && waited < 100
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    engines::expect_success(&next("after-init-kill"), "after the init was killed");
+    h.runc(&["delete", "--force", "init-killed"]);
+
+    // 4. A lease file full of garbage: the clear error, never a grant.
+    std::fs::write(
+        h.sim.path("state/leases/garbage.json"),
+        "\u{0}\u{7f}not json at all",
+    )
+    .unwrap();
+    let out = next("after-garbage");
+    let err = engines::expect_failure(&out, "garbage lease");
+    assert!(
+        err.contains("state/leases/garbage.json is corrupt"),
+        "{err}"
+    );
+
+    // 5. Hostile container ids are refused before any file is touched.
+    std::fs::remove_file(h.sim.path("state/leases/garbage.json")).unwrap();
+    let b = h.bundle("hostile", &x, &["true"]);
+    let before: Vec<_> = std::fs::read_dir(h.sim.path("state/leases"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    for id in ["../../escape", "a/b", ".hidden"] {
+        let err = engines::expect_failure(&h.run(&b, id), "hostile id");
+        assert!(
+            err.contains("container id") && err.contains("is not valid"),
+            "{err}"
+        );
+    }
+    let after: Vec<_> = std::fs::read_dir(h.sim.path("state/leases"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before, after);
+    assert!(!h.sim.path("escape.json").exists());
+}
