@@ -100,6 +100,16 @@ fn spawn_create(mut cmd: Command, bundle: &Path, id: &str) -> Pending {
     Pending { child, out, err }
 }
 
+impl Drop for Host {
+    /// A failed test must not leave containers behind.
+    fn drop(&mut self) {
+        let out = self.runc(&["list", "-q"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            self.runc(&["delete", "--force", id]);
+        }
+    }
+}
+
 #[test]
 fn second_container_is_refused_until_the_first_exits() {
     let h = Host::new("a100x4-mixed");

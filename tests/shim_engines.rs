@@ -234,3 +234,42 @@ fn containerd_ctr_run_gets_its_instance() {
     // gpu0 gi4: G = 3 + 9*4 = 39, C = 40.
     assert_eq!(probe_lines(&text), expected_nodes(0, 39, 40));
 }
+
+#[test]
+fn docker_holder_blocks_until_killed_and_removed() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let d = dockerd(&sim);
+    let cuda = format!("CUDA_VISIBLE_DEVICES={}", sim.mig_uuid(0, 5));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--network", "none", "--runtime=migward", "-e", &cuda];
+        args.extend_from_slice(extra);
+        d.docker(&args)
+    };
+    let out = run(&["-d", "--name", "holder", "local/busybox:1", "sleep", "300"]);
+    let id = engines::expect_success(&out, "holder").trim().to_string();
+    let refused = |what: &str| {
+        let err = engines::expect_failure(&run(&["--rm", "local/busybox:1", "true"]), what);
+        assert!(
+            err.contains(&format!("is held by container {id} since ")),
+            "{what}: {err}"
+        );
+    };
+    refused("second while the holder runs");
+    engines::expect_success(
+        &d.docker(&["restart", "-t", "1", "holder"]),
+        "docker restart of the holder",
+    );
+    let out = d.docker(&["inspect", "-f", "{{.State.Running}}", "holder"]);
+    assert_eq!(engines::expect_success(&out, "inspect").trim(), "true");
+    refused("second after the holder restarted");
+    engines::expect_success(&d.docker(&["kill", "holder"]), "kill");
+    engines::expect_success(&d.docker(&["rm", "holder"]), "rm");
+    engines::expect_success(
+        &run(&["--rm", "local/busybox:1", "true"]),
+        "after kill and rm",
+    );
+    let leases = sim.run(&["leases", "--json"]);
+    let v: Value = serde_json::from_slice(&leases.stdout).unwrap();
+    assert_eq!(v["leases"], json!([]), "a lease outlived its container");
+}
