@@ -4,6 +4,7 @@
 //! The data path runs one way (DESIGN.md): [`request`] → [`inventory`] →
 //! [`plan`] → lease → apply (runtime shim or OCI hook).
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod hook;

@@ -16,11 +16,11 @@ pub mod log;
 
 pub use argv::{scan, Invocation, CONFIG_FLAG};
 
+use crate::apply;
 use crate::config::Config;
 use crate::lease::liveness::ProcessId;
-use crate::lease::{validate_id, Holder, Lease, Store};
-use crate::request::{Request, RequestPolicy};
-use anyhow::{bail, Context};
+use crate::lease::{validate_id, Store};
+use anyhow::bail;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -92,11 +92,7 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     };
     let (path, mut spec) = crate::spec::load_bundle(&bundle)?;
-    let policy = RequestPolicy {
-        annotation: &config.annotation,
-        env_requests: config.env_requests,
-    };
-    let Some(request) = Request::from_spec(&spec, &policy)? else {
+    let Some(plan) = apply::gpu_plan(config, &spec, &id)? else {
         // No GPU request: the container must see no NVIDIA node, even one
         // an engine passed through. Nothing to write in the common case.
         if edit::strip_nvidia(&mut spec) {
@@ -105,74 +101,29 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         return Ok(None);
     };
     validate_id(&id)?;
-    if edit::is_privileged(&spec) && !config.allow_privileged {
-        bail!(
-            "container {id} is privileged and asks for GPUs ({}): a privileged container can open every MIG instance; run it without --privileged or set allow_privileged = true in the migward config",
-            request.source
-        );
-    }
-    let plan = crate::plan::on_host(config, &request).with_context(|| format!("container {id}"))?;
-    for w in &plan.warnings {
-        eprintln!("migward-runtime: warning: {w}");
+    let warn = |msg: &str| {
+        eprintln!("migward-runtime: warning: {msg}");
         if let Some(log_path) = &inv.log {
-            log::warning(log_path, inv.log_format_json, &format!("migward: {w}"));
+            log::warning(log_path, inv.log_format_json, &format!("migward: {msg}"));
         }
-    }
-    let lease = Lease::new(
-        Holder {
-            container_id: id.to_string(),
-            bundle: Some(bundle.display().to_string()),
-            // This process becomes runc by exec: it holds the lease until
-            // runc has written the container's state.
-            creator: ProcessId::current(),
-            init: None,
-            runtime_root: Some(inv.root.clone().unwrap_or_else(|| DEFAULT_RUNC_ROOT.into())),
-            since: log::rfc3339(std::time::SystemTime::now()),
-            labels: crate::lease::labels_from_spec(&spec),
-        },
-        crate::lease::units(&plan.grants, config.exclusive),
-    );
-    let store = Store::new(&config.state_dir);
-    store
-        .acquire(&lease, &mut |stale| {
-            let msg = format!(
-                "migward: reclaimed the stale lease of container {} on {}",
-                stale.holder.container_id,
-                stale
-                    .units
-                    .first()
-                    .map(|u| u.describe())
-                    .unwrap_or_default()
-            );
-            eprintln!("migward-runtime: {msg}");
-            if let Some(log_path) = &inv.log {
-                log::warning(log_path, inv.log_format_json, &msg);
-            }
-        })
-        .with_context(|| format!("container {id} refused"))?;
-    let written = (|| -> anyhow::Result<()> {
-        edit::strip_nvidia(&mut spec);
-        edit::apply_plan(&mut spec, &plan);
-        edit::add_hook(&mut spec, "poststop", release_hook(config)?);
-        crate::spec::write_atomic(&path, &spec)?;
-        Ok(())
-    })();
+    };
+    plan.warnings.iter().for_each(|w| warn(w));
+    let who = apply::HolderOf {
+        id: &id,
+        bundle: &bundle,
+        // This process becomes runc by exec: it holds the lease until runc
+        // has written the container's state.
+        creator: ProcessId::current(),
+        init: None,
+        runtime_root: Some(inv.root.clone().unwrap_or_else(|| DEFAULT_RUNC_ROOT.into())),
+    };
+    apply::take_lease(config, &spec, &plan, who, &mut |m| warn(&m))?;
+    let written = apply::edit_spec(&mut spec, &plan, config)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(crate::spec::write_atomic(&path, &spec)?));
     if let Err(e) = written {
-        let _ = store.release(&id);
+        let _ = Store::new(&config.state_dir).release(&id);
         return Err(e);
     }
     Ok(Some(id.to_string()))
-}
-
-/// The `poststop` hook that frees the lease when the container is gone:
-/// absolute path, explicit env, timeout (DESIGN.md, CVE-2025-23266).
-fn release_hook(config: &Config) -> anyhow::Result<serde_json::Value> {
-    let exe =
-        std::env::current_exe().context("cannot find the migward binary for the poststop hook")?;
-    Ok(serde_json::json!({
-        "path": exe,
-        "args": ["migward", "hook", "poststop", "--state-dir", config.state_dir],
-        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-        "timeout": 10,
-    }))
 }
