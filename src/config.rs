@@ -37,6 +37,9 @@ pub struct Config {
     pub env_requests: bool,
     /// The annotation that carries a request.
     pub annotation: String,
+    /// The file this config was read from, if any (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             allow_privileged: false,
             env_requests: true,
             annotation: "migward/devices".into(),
+            source: None,
         }
     }
 }
@@ -91,7 +95,10 @@ impl Config {
             (None, None) => (PathBuf::from(DEFAULT_PATH), false),
         };
         match std::fs::read_to_string(&path) {
-            Ok(text) => Config::parse(&text, &path),
+            Ok(text) => Config::parse(&text, &path).map(|c| Config {
+                source: Some(path),
+                ..c
+            }),
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(Config::default())
             }

@@ -1,16 +1,36 @@
-//! The OCI hook front end. runc and hooks.d engines pass the container state
-//! (`ociVersion, id, status, pid, bundle, annotations`) on stdin.
+//! The OCI hook front end, for engines that read a hooks directory (podman,
+//! CRI-O). runc passes the container state (`ociVersion, id, status, pid,
+//! bundle, annotations`) on stdin and runs `createRuntime`/`prestart` in the
+//! host namespaces, before pivot_root (DESIGN.md, "OCI hooks").
 //!
-//! `poststop` frees the container's lease and never fails the container's
-//! teardown: problems are reported on stderr, the exit code stays 0.
+//! - `createRuntime` / `prestart`: request → plan → lease, then the cgroup v1
+//!   allow rules and the nodes inside the container's mount namespace. If
+//!   the spec already carries the planned nodes (podman's `precreate` stage
+//!   or the shim put them there), only the lease is taken.
+//! - `poststop`: frees the lease; never fails the container's teardown.
+//! - `precreate` (podman): config.json on stdin, the edited one on stdout.
+//! - `createContainer` / `startContainer` run inside the container, where a
+//!   hook can be made to load attacker code (CVE-2025-23266): refused.
+//!
+//! The hook reads only the config file, the bundle and host files; it loads
+//! nothing the container names and runs with the env its hooks.d entry gives.
 
+pub mod nodes;
+
+use crate::apply::{self, ApplyError, HolderOf};
+use crate::config::Config;
+use crate::lease::liveness::ProcessId;
 use crate::lease::Store;
+use crate::plan::Plan;
 use serde::Deserialize;
-use std::io::Read;
-use std::path::Path;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
-/// Longest state document read from stdin.
-const MAX_STATE: u64 = 1 << 20;
+/// Longest state or config document read from stdin.
+const MAX_INPUT: u64 = 16 << 20;
+/// Where cgroup v1 controllers are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 #[derive(Debug, Deserialize)]
 pub struct State {
@@ -18,21 +38,41 @@ pub struct State {
     #[serde(default)]
     pub pid: Option<u32>,
     #[serde(default)]
-    pub bundle: Option<String>,
+    pub bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("cannot read the container state from stdin: {0}")]
+    #[error("cannot read stdin: {0}")]
     Read(#[from] std::io::Error),
     #[error("the container state on stdin is not OCI state JSON: {0}")]
     Parse(#[from] serde_json::Error),
+    #[error("the container state has no {0}: run this hook at createRuntime or prestart")]
+    MissingField(&'static str),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
+    #[error("container {id}: {source}")]
+    Cgroup {
+        id: String,
+        #[source]
+        source: nodes::CgroupError,
+    },
+    #[error("container {id}: {reason}")]
+    Nodes { id: String, reason: String },
+    #[error("hook stage {0} runs inside the container, where a hook can be made to load the image's code as root (CVE-2025-23266): use createRuntime (or prestart) and poststop")]
+    InsideContainer(String),
+    #[error("unknown hook stage {0:?}: use createRuntime, prestart, poststop or precreate")]
+    UnknownStage(String),
 }
 
 /// Reads the OCI state from `input` (bounded).
 pub fn read_state(input: impl Read) -> Result<State, HookError> {
     let mut text = Vec::new();
-    input.take(MAX_STATE).read_to_end(&mut text)?;
+    input.take(MAX_INPUT).read_to_end(&mut text)?;
     Ok(serde_json::from_slice(&text)?)
 }
 
@@ -49,6 +89,139 @@ pub fn poststop(input: impl Read, state_dir: &Path) -> Option<String> {
     }
 }
 
+/// True if every planned node and rule is already in the spec.
+fn already_applied(spec: &Value, plan: &Plan) -> bool {
+    let devices = spec.pointer("/linux/devices").and_then(Value::as_array);
+    let rules = spec.pointer("/linux/resources/devices").and_then(Value::as_array);
+    let (Some(devices), Some(rules)) = (devices, rules) else {
+        return false;
+    };
+    plan.devices.iter().all(|d| {
+        devices.iter().any(|e| {
+            e["path"] == d.path.as_str() && e["major"] == d.major && e["minor"] == d.minor
+        }) && rules.iter().any(|r| {
+            r["allow"] == true && r["major"] == d.major && r["minor"] == d.minor
+        })
+    })
+}
+
+/// The rootfs of a spec, resolved against the bundle.
+fn rootfs(spec: &Value, bundle: &Path) -> PathBuf {
+    let root = spec.pointer("/root/path").and_then(Value::as_str).unwrap_or("rootfs");
+    bundle.join(root)
+}
+
+/// `createRuntime` / `prestart`. Warnings (legacy ids, reclaims) go to
+/// `warn`.
+pub fn create_runtime(input: impl Read, config: &Config, warn: &mut dyn FnMut(String)) -> Result<(), HookError> {
+    let state = read_state(input)?;
+    let bundle = state.bundle.clone().ok_or(HookError::MissingField("bundle"))?;
+    let (_, spec) = crate::spec::load_bundle(&bundle)?;
+    let Some(plan) = apply::gpu_plan(config, &spec, &state.id)? else {
+        return Ok(());
+    };
+    crate::lease::validate_id(&state.id)?;
+    let pid = state.pid.ok_or(HookError::MissingField("pid"))?;
+    plan.warnings.iter().for_each(|w| warn(w.clone()));
+    let who = HolderOf {
+        id: &state.id,
+        bundle: &bundle,
+        creator: None,
+        init: ProcessId::of(pid),
+        runtime_root: None,
+    };
+    apply::take_lease(config, &spec, &plan, who, &mut |m| warn(m))?;
+    if already_applied(&spec, &plan) {
+        return Ok(());
+    }
+    let id = state.id.clone();
+    let result = nodes::allow_devices(Path::new(CGROUP_ROOT), pid, &plan.rules)
+        .map_err(|source| HookError::Cgroup { id: id.clone(), source })
+        .and_then(|()| {
+            in_mount_namespace(pid, || nodes::create_nodes(&rootfs(&spec, &bundle), &plan.devices).map_err(|e| e.to_string()))
+                .map_err(|reason| HookError::Nodes { id: id.clone(), reason })
+        });
+    if result.is_err() {
+        let _ = Store::new(&config.state_dir).release(&id);
+    }
+    result
+}
+
+/// Runs `f` in a child process that has joined the mount namespace of
+/// `pid` (setns needs a single-threaded caller, and the hook itself must
+/// stay in the host namespace). Returns `f`'s error text.
+fn in_mount_namespace(pid: u32, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    use nix::sched::{setns, CloneFlags};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|e| format!("cannot open the mount namespace of process {pid}: {e}"))?;
+    let (mut reader, writer) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    // SAFETY: the hook is single-threaded; the child only makes syscalls,
+    // writes to the pipe and exits without returning.
+    match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
+        ForkResult::Child => {
+            let mut writer = writer;
+            let outcome = setns(&ns, CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("cannot join the mount namespace of process {pid}: {e}"))
+                .and_then(|()| f());
+            let code = match outcome {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = writer.write_all(msg.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: leave the forked child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(writer);
+            let mut msg = String::new();
+            let _ = reader.read_to_string(&mut msg);
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+                Ok(_) if !msg.is_empty() => Err(msg),
+                other => Err(format!("node creation failed: {other:?}")),
+            }
+        }
+    }
+}
+
+/// `precreate` (podman): the edited spec, plus a createRuntime hook that
+/// takes the lease once the container has an id. Unchanged input is echoed
+/// byte for byte when the container asks for no GPU.
+pub fn precreate(input: impl Read, mut output: impl Write, config: &Config, warn: &mut dyn FnMut(String)) -> Result<(), HookError> {
+    let mut bytes = Vec::new();
+    input.take(MAX_INPUT).read_to_end(&mut bytes)?;
+    let mut spec = crate::spec::parse(Path::new("config.json on stdin"), &bytes)?;
+    let Some(plan) = apply::gpu_plan(config, &spec, "(precreate)")? else {
+        // Strip engine-provided NVIDIA nodes; echo the input otherwise.
+        if crate::shim::edit::strip_nvidia(&mut spec) {
+            serde_json::to_writer(&mut output, &spec)?;
+        } else {
+            output.write_all(&bytes)?;
+        }
+        return Ok(());
+    };
+    plan.warnings.iter().for_each(|w| warn(w.clone()));
+    apply::edit_spec(&mut spec, &plan, config)?;
+    let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
+    let mut args = vec![Value::from("migward")];
+    if let Some(source) = &config.source {
+        args.extend([Value::from("--config"), Value::from(source.display().to_string())]);
+    }
+    args.extend([Value::from("hook"), Value::from("createRuntime")]);
+    crate::shim::edit::add_hook(
+        &mut spec,
+        "createRuntime",
+        serde_json::json!({"path": exe, "args": args, "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "timeout": 10}),
+    );
+    serde_json::to_writer(&mut output, &spec)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,17 +229,32 @@ mod tests {
     #[test]
     fn poststop_releases_and_never_panics_on_junk() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(poststop(
-            &b"{\"ociVersion\":\"1.0.2\",\"id\":\"abc\",\"status\":\"stopped\"}"[..],
-            dir.path()
-        )
-        .is_none());
+        assert!(poststop(&b"{\"ociVersion\":\"1.0.2\",\"id\":\"abc\",\"status\":\"stopped\"}"[..], dir.path()).is_none());
         let err = poststop(&b"junk"[..], dir.path()).unwrap();
         assert!(err.contains("not OCI state JSON"), "{err}");
         let err = poststop(&b"{\"id\":\"../etc\"}"[..], dir.path()).unwrap();
-        assert!(
-            err.contains("container id \"../etc\" is not valid"),
-            "{err}"
-        );
+        assert!(err.contains("container id \"../etc\" is not valid"), "{err}");
+    }
+
+    #[test]
+    fn no_request_costs_nothing_and_needs_no_nvml() {
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(
+            bundle.path().join("config.json"),
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0},"env":["PATH=/bin"]}}"#,
+        )
+        .unwrap();
+        let config = Config {
+            nvml_library: "/nonexistent/libnvidia-ml.so.1".into(),
+            state_dir: bundle.path().join("state"),
+            ..Config::default()
+        };
+        let state = format!("{{\"ociVersion\":\"1.0.2\",\"id\":\"x\",\"status\":\"creating\",\"pid\":1,\"bundle\":{:?}}}", bundle.path());
+        create_runtime(state.as_bytes(), &config, &mut |w| panic!("{w}")).unwrap();
+        assert!(!bundle.path().join("state").exists());
+        let mut out = Vec::new();
+        let input = std::fs::read(bundle.path().join("config.json")).unwrap();
+        precreate(&input[..], &mut out, &config, &mut |w| panic!("{w}")).unwrap();
+        assert_eq!(out, input, "precreate echoes a spec without a request byte for byte");
     }
 }
