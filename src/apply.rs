@@ -20,7 +20,7 @@ pub enum ApplyError {
     Plan {
         id: String,
         #[source]
-        source: PlanError,
+        source: Box<PlanError>,
     },
     #[error("container {id} refused: {source}")]
     Lease {
@@ -56,7 +56,7 @@ pub fn gpu_plan(config: &Config, spec: &Value, id: &str) -> Result<Option<Plan>,
         .map(Some)
         .map_err(|source| ApplyError::Plan {
             id: id.to_string(),
-            source,
+            source: Box::new(source),
         })
 }
 

@@ -3,44 +3,9 @@
 mod common;
 
 use common::engines::{self, Containerd, Dockerd};
-use common::sim::{Sim, MIGWARD};
+use common::sim::{expected_nodes, probe_lines, shim_link, Sim, MIGWARD, PROBE};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-
-const PROBE: &str = r#"for f in /dev/nvidia* /dev/nvidia-caps/*; do [ -c "$f" ] || continue; if cat "$f" >/dev/null 2>/tmp/err; then echo "$f: opened"; else echo "$f: $(cat /tmp/err)"; fi; done; echo probe-done"#;
-
-fn shim_link(dir: &Path) -> PathBuf {
-    let link = dir.join("migward-runtime");
-    std::os::unix::fs::symlink(MIGWARD, &link).unwrap();
-    link
-}
-
-fn probe_lines(out: &str) -> Vec<String> {
-    assert!(out.contains("probe-done"), "probe did not finish: {out}");
-    let mut lines: Vec<String> = out
-        .lines()
-        .filter(|l| l.starts_with("/dev/"))
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
-}
-
-fn expected_nodes(minor: u32, g: u32, c: u32) -> Vec<String> {
-    let mut v: Vec<String> = [
-        format!("/dev/nvidia{minor}"),
-        format!("/dev/nvidia-caps/nvidia-cap{g}"),
-        format!("/dev/nvidia-caps/nvidia-cap{c}"),
-        "/dev/nvidiactl".into(),
-        "/dev/nvidia-uvm".into(),
-        "/dev/nvidia-uvm-tools".into(),
-    ]
-    .into_iter()
-    .map(|p| format!("{p}: cat: can't open '{p}': No such device or address"))
-    .collect();
-    v.sort();
-    v
-}
+use std::path::Path;
 
 /// dockerd with migward registered, its config passed with runtimeArgs.
 fn dockerd(sim: &Sim) -> Dockerd {

@@ -4,20 +4,10 @@
 mod common;
 
 use common::engines::{self, load_config, runc_bundle, save_config};
-use common::sim::{Sim, MIGWARD};
+use common::sim::{expected_nodes, probe_lines, shim_link, Sim, PROBE};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-/// Prints, for every char node under /dev that a GPU could use, its path
-/// and what opening it gives.
-pub const PROBE: &str = r#"for f in /dev/nvidia* /dev/nvidia-caps/* /dev/other-*; do [ -c "$f" ] || continue; if cat "$f" >/dev/null 2>/tmp/err; then echo "$f: opened"; else echo "$f: $(cat /tmp/err)"; fi; done; echo probe-done"#;
-
-pub fn shim_link(dir: &Path) -> PathBuf {
-    let link = dir.join("migward-runtime");
-    std::os::unix::fs::symlink(MIGWARD, &link).unwrap();
-    link
-}
 
 fn shim(sim: &Sim, link: &Path, root: &Path, args: &[&str]) -> Output {
     engines::output(
@@ -27,37 +17,6 @@ fn shim(sim: &Sim, link: &Path, root: &Path, args: &[&str]) -> Output {
             .arg(root)
             .args(args),
     )
-}
-
-/// Lines of PROBE output, sorted.
-pub fn probe_lines(out: &str) -> Vec<String> {
-    assert!(out.contains("probe-done"), "probe did not finish: {out}");
-    let mut lines: Vec<String> = out
-        .lines()
-        .filter(|l| l.starts_with("/dev/"))
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
-}
-
-pub const ENXIO: &str = "No such device or address";
-
-/// The nodes a MIG device on GPU `minor` with caps `g`, `c` should show.
-pub fn expected_nodes(minor: u32, g: u32, c: u32) -> Vec<String> {
-    let mut v: Vec<String> = [
-        format!("/dev/nvidia{minor}"),
-        format!("/dev/nvidia-caps/nvidia-cap{g}"),
-        format!("/dev/nvidia-caps/nvidia-cap{c}"),
-        "/dev/nvidiactl".into(),
-        "/dev/nvidia-uvm".into(),
-        "/dev/nvidia-uvm-tools".into(),
-    ]
-    .into_iter()
-    .map(|p| format!("{p}: cat: can't open '{p}': {ENXIO}"))
-    .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -13,7 +13,10 @@ pub struct Args {
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(config: impl FnOnce() -> anyhow::Result<crate::config::Config>, args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(
+    config: impl FnOnce() -> anyhow::Result<crate::config::Config>,
+    args: &Args,
+) -> anyhow::Result<ExitCode> {
     let mut warn = |msg: String| eprintln!("migward hook {}: warning: {msg}", args.stage);
     match args.stage.as_str() {
         "poststop" => {
@@ -30,7 +33,12 @@ pub fn run(config: impl FnOnce() -> anyhow::Result<crate::config::Config>, args:
             crate::hook::create_runtime(std::io::stdin().lock(), &config()?, &mut warn)?;
         }
         "precreate" => {
-            crate::hook::precreate(std::io::stdin().lock(), std::io::stdout().lock(), &config()?, &mut warn)?;
+            crate::hook::precreate(
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+                &config()?,
+                &mut warn,
+            )?;
         }
         "createContainer" | "startContainer" => {
             return Err(crate::hook::HookError::InsideContainer(args.stage.clone()).into());

@@ -92,30 +92,43 @@ pub fn poststop(input: impl Read, state_dir: &Path) -> Option<String> {
 /// True if every planned node and rule is already in the spec.
 fn already_applied(spec: &Value, plan: &Plan) -> bool {
     let devices = spec.pointer("/linux/devices").and_then(Value::as_array);
-    let rules = spec.pointer("/linux/resources/devices").and_then(Value::as_array);
+    let rules = spec
+        .pointer("/linux/resources/devices")
+        .and_then(Value::as_array);
     let (Some(devices), Some(rules)) = (devices, rules) else {
         return false;
     };
     plan.devices.iter().all(|d| {
-        devices.iter().any(|e| {
-            e["path"] == d.path.as_str() && e["major"] == d.major && e["minor"] == d.minor
-        }) && rules.iter().any(|r| {
-            r["allow"] == true && r["major"] == d.major && r["minor"] == d.minor
-        })
+        devices
+            .iter()
+            .any(|e| e["path"] == d.path.as_str() && e["major"] == d.major && e["minor"] == d.minor)
+            && rules
+                .iter()
+                .any(|r| r["allow"] == true && r["major"] == d.major && r["minor"] == d.minor)
     })
 }
 
 /// The rootfs of a spec, resolved against the bundle.
 fn rootfs(spec: &Value, bundle: &Path) -> PathBuf {
-    let root = spec.pointer("/root/path").and_then(Value::as_str).unwrap_or("rootfs");
+    let root = spec
+        .pointer("/root/path")
+        .and_then(Value::as_str)
+        .unwrap_or("rootfs");
     bundle.join(root)
 }
 
 /// `createRuntime` / `prestart`. Warnings (legacy ids, reclaims) go to
 /// `warn`.
-pub fn create_runtime(input: impl Read, config: &Config, warn: &mut dyn FnMut(String)) -> Result<(), HookError> {
+pub fn create_runtime(
+    input: impl Read,
+    config: &Config,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), HookError> {
     let state = read_state(input)?;
-    let bundle = state.bundle.clone().ok_or(HookError::MissingField("bundle"))?;
+    let bundle = state
+        .bundle
+        .clone()
+        .ok_or(HookError::MissingField("bundle"))?;
     let (_, spec) = crate::spec::load_bundle(&bundle)?;
     let Some(plan) = apply::gpu_plan(config, &spec, &state.id)? else {
         return Ok(());
@@ -136,10 +149,19 @@ pub fn create_runtime(input: impl Read, config: &Config, warn: &mut dyn FnMut(St
     }
     let id = state.id.clone();
     let result = nodes::allow_devices(Path::new(CGROUP_ROOT), pid, &plan.rules)
-        .map_err(|source| HookError::Cgroup { id: id.clone(), source })
+        .map_err(|source| HookError::Cgroup {
+            id: id.clone(),
+            source,
+        })
         .and_then(|()| {
-            in_mount_namespace(pid, || nodes::create_nodes(&rootfs(&spec, &bundle), &plan.devices).map_err(|e| e.to_string()))
-                .map_err(|reason| HookError::Nodes { id: id.clone(), reason })
+            in_mount_namespace(pid, || {
+                nodes::create_nodes(&rootfs(&spec, &bundle), &plan.devices)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|reason| HookError::Nodes {
+                id: id.clone(),
+                reason,
+            })
         });
     if result.is_err() {
         let _ = Store::new(&config.state_dir).release(&id);
@@ -192,7 +214,12 @@ fn in_mount_namespace(pid: u32, f: impl FnOnce() -> Result<(), String>) -> Resul
 /// `precreate` (podman): the edited spec, plus a createRuntime hook that
 /// takes the lease once the container has an id. Unchanged input is echoed
 /// byte for byte when the container asks for no GPU.
-pub fn precreate(input: impl Read, mut output: impl Write, config: &Config, warn: &mut dyn FnMut(String)) -> Result<(), HookError> {
+pub fn precreate(
+    input: impl Read,
+    mut output: impl Write,
+    config: &Config,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), HookError> {
     let mut bytes = Vec::new();
     input.take(MAX_INPUT).read_to_end(&mut bytes)?;
     let mut spec = crate::spec::parse(Path::new("config.json on stdin"), &bytes)?;
@@ -210,7 +237,10 @@ pub fn precreate(input: impl Read, mut output: impl Write, config: &Config, warn
     let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
     let mut args = vec![Value::from("migward")];
     if let Some(source) = &config.source {
-        args.extend([Value::from("--config"), Value::from(source.display().to_string())]);
+        args.extend([
+            Value::from("--config"),
+            Value::from(source.display().to_string()),
+        ]);
     }
     args.extend([Value::from("hook"), Value::from("createRuntime")]);
     crate::shim::edit::add_hook(
@@ -229,11 +259,18 @@ mod tests {
     #[test]
     fn poststop_releases_and_never_panics_on_junk() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(poststop(&b"{\"ociVersion\":\"1.0.2\",\"id\":\"abc\",\"status\":\"stopped\"}"[..], dir.path()).is_none());
+        assert!(poststop(
+            &b"{\"ociVersion\":\"1.0.2\",\"id\":\"abc\",\"status\":\"stopped\"}"[..],
+            dir.path()
+        )
+        .is_none());
         let err = poststop(&b"junk"[..], dir.path()).unwrap();
         assert!(err.contains("not OCI state JSON"), "{err}");
         let err = poststop(&b"{\"id\":\"../etc\"}"[..], dir.path()).unwrap();
-        assert!(err.contains("container id \"../etc\" is not valid"), "{err}");
+        assert!(
+            err.contains("container id \"../etc\" is not valid"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -255,6 +292,9 @@ mod tests {
         let mut out = Vec::new();
         let input = std::fs::read(bundle.path().join("config.json")).unwrap();
         precreate(&input[..], &mut out, &config, &mut |w| panic!("{w}")).unwrap();
-        assert_eq!(out, input, "precreate echoes a spec without a request byte for byte");
+        assert_eq!(
+            out, input,
+            "precreate echoes a spec without a request byte for byte"
+        );
     }
 }

@@ -12,14 +12,16 @@ use crate::plan::{AllowRule, DeviceNode};
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstatat, mkdirat, mknodat, Mode, SFlag};
-use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("refusing {path}: it is a symlink or leaves the container's rootfs (image-controlled paths are untrusted)")]
     Unsafe { path: PathBuf },
-    #[error("{path} already exists as {what}, not the expected device node: remove it from the image")]
+    #[error(
+        "{path} already exists as {what}, not the expected device node: remove it from the image"
+    )]
     InTheWay { path: PathBuf, what: &'static str },
     #[error("cannot create {path}: {errno}")]
     Create { path: PathBuf, errno: Errno },
@@ -32,22 +34,34 @@ fn how(dir: bool) -> OpenHow {
     if dir {
         flags |= OFlag::O_DIRECTORY;
     }
-    OpenHow::new()
-        .flags(flags)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+    OpenHow::new().flags(flags).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// Opens directory `name` beneath `dir`, creating it (0755) if missing.
 fn subdir(dir: &OwnedFd, name: &str, shown: &Path) -> Result<OwnedFd, NodeError> {
     match mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
         Ok(()) | Err(Errno::EEXIST) => {}
-        Err(errno) => return Err(NodeError::Create { path: shown.to_path_buf(), errno }),
+        Err(errno) => {
+            return Err(NodeError::Create {
+                path: shown.to_path_buf(),
+                errno,
+            })
+        }
     }
     match openat2(dir.as_raw_fd(), name, how(true)) {
         // SAFETY: openat2 returned a fresh fd we now own.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-        Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOTDIR) => Err(NodeError::Unsafe { path: shown.to_path_buf() }),
-        Err(errno) => Err(NodeError::Create { path: shown.to_path_buf(), errno }),
+        Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOTDIR) => Err(NodeError::Unsafe {
+            path: shown.to_path_buf(),
+        }),
+        Err(errno) => Err(NodeError::Create {
+            path: shown.to_path_buf(),
+            errno,
+        }),
     }
 }
 
@@ -55,9 +69,16 @@ fn subdir(dir: &OwnedFd, name: &str, shown: &Path) -> Result<OwnedFd, NodeError>
 /// their planned modes. Idempotent: a char node with the same device number
 /// is left as it is.
 pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode]) -> Result<(), NodeError> {
-    let root = nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .map_err(|errno| NodeError::Create { path: rootfs.to_path_buf(), errno })?;
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(|errno| NodeError::Create {
+        path: rootfs.to_path_buf(),
+        errno,
+    })?;
     // mknod obeys the umask: clear it so modes are exact (DESIGN.md).
     let old_umask = nix::sys::stat::umask(Mode::empty());
     let result = (|| {
@@ -90,18 +111,44 @@ fn make_node(dir: &OwnedFd, name: &str, node: &DeviceNode, shown: &Path) -> Resu
     match mknodat(Some(dir.as_raw_fd()), name, SFlag::S_IFCHR, mode, dev) {
         Ok(()) => return Ok(()),
         Err(Errno::EEXIST) => {}
-        Err(errno) => return Err(NodeError::Create { path: shown.to_path_buf(), errno }),
+        Err(errno) => {
+            return Err(NodeError::Create {
+                path: shown.to_path_buf(),
+                errno,
+            })
+        }
     }
-    let st = fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(|errno| NodeError::Create { path: shown.to_path_buf(), errno })?;
+    let st = fstatat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|errno| NodeError::Create {
+        path: shown.to_path_buf(),
+        errno,
+    })?;
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     match kind {
         SFlag::S_IFCHR if st.st_rdev == dev => Ok(()),
-        SFlag::S_IFLNK => Err(NodeError::Unsafe { path: shown.to_path_buf() }),
-        SFlag::S_IFCHR => Err(NodeError::InTheWay { path: shown.to_path_buf(), what: "another device node" }),
-        SFlag::S_IFDIR => Err(NodeError::InTheWay { path: shown.to_path_buf(), what: "a directory" }),
-        SFlag::S_IFREG => Err(NodeError::InTheWay { path: shown.to_path_buf(), what: "a regular file" }),
-        _ => Err(NodeError::InTheWay { path: shown.to_path_buf(), what: "something else" }),
+        SFlag::S_IFLNK => Err(NodeError::Unsafe {
+            path: shown.to_path_buf(),
+        }),
+        SFlag::S_IFCHR => Err(NodeError::InTheWay {
+            path: shown.to_path_buf(),
+            what: "another device node",
+        }),
+        SFlag::S_IFDIR => Err(NodeError::InTheWay {
+            path: shown.to_path_buf(),
+            what: "a directory",
+        }),
+        SFlag::S_IFREG => Err(NodeError::InTheWay {
+            path: shown.to_path_buf(),
+            what: "a regular file",
+        }),
+        _ => Err(NodeError::InTheWay {
+            path: shown.to_path_buf(),
+            what: "something else",
+        }),
     }
 }
 
@@ -128,18 +175,31 @@ pub fn devices_cgroup(text: &str) -> Option<&str> {
     text.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        controllers.split(',').any(|c| c == "devices").then_some(path)
+        controllers
+            .split(',')
+            .any(|c| c == "devices")
+            .then_some(path)
     })
 }
 
 /// Adds allow rules to the cgroup v1 devices controller of process `pid`.
 pub fn allow_devices(cgroup_root: &Path, pid: u32, rules: &[AllowRule]) -> Result<(), CgroupError> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|source| CgroupError::Read { pid, source })?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|source| CgroupError::Read { pid, source })?;
     let rel = devices_cgroup(&text).ok_or(CgroupError::NoV1Devices { pid })?;
-    let path = cgroup_root.join("devices").join(rel.trim_start_matches('/')).join("devices.allow");
+    let path = cgroup_root
+        .join("devices")
+        .join(rel.trim_start_matches('/'))
+        .join("devices.allow");
     for r in rules {
-        std::fs::write(&path, format!("{} {}:{} {}", r.kind, r.major, r.minor, r.access))
-            .map_err(|source| CgroupError::Write { path: path.clone(), source })?;
+        std::fs::write(
+            &path,
+            format!("{} {}:{} {}", r.kind, r.major, r.minor, r.access),
+        )
+        .map_err(|source| CgroupError::Write {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -149,7 +209,13 @@ mod tests {
     use super::*;
 
     fn node(path: &str, minor: u32) -> DeviceNode {
-        DeviceNode { path: path.into(), kind: "c", major: 508, minor, mode: 0o444 }
+        DeviceNode {
+            path: path.into(),
+            kind: "c",
+            major: 508,
+            minor,
+            mode: 0o444,
+        }
     }
 
     fn is_root() -> bool {
@@ -165,10 +231,19 @@ mod tests {
 
     #[test]
     fn nodes_are_made_with_exact_modes_and_idempotently() {
-        assert!(is_root(), "this test makes device nodes: run the tests as root");
+        assert!(
+            is_root(),
+            "this test makes device nodes: run the tests as root"
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("dev")).unwrap();
-        let nodes = [node("/dev/nvidia-caps/nvidia-cap12", 12), DeviceNode { mode: 0o666, ..node("/dev/nvidiactl", 255) }];
+        let nodes = [
+            node("/dev/nvidia-caps/nvidia-cap12", 12),
+            DeviceNode {
+                mode: 0o666,
+                ..node("/dev/nvidiactl", 255)
+            },
+        ];
         create_nodes(dir.path(), &nodes).unwrap();
         create_nodes(dir.path(), &nodes).unwrap();
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -182,10 +257,19 @@ mod tests {
 
     #[test]
     fn symlinks_and_squatters_are_refused() {
-        assert!(is_root(), "this test makes device nodes: run the tests as root");
+        assert!(
+            is_root(),
+            "this test makes device nodes: run the tests as root"
+        );
         let host = tempfile::tempdir().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-            ("is a symlink", Box::new(|r: &Path| std::os::unix::fs::symlink(host.path(), r.join("dev")).unwrap())),
+        type Setup<'a> = Box<dyn Fn(&Path) + 'a>;
+        let cases: Vec<(&str, Setup)> = vec![
+            (
+                "is a symlink",
+                Box::new(|r: &Path| {
+                    std::os::unix::fs::symlink(host.path(), r.join("dev")).unwrap()
+                }),
+            ),
             (
                 "is a symlink",
                 Box::new(|r: &Path| {
@@ -197,7 +281,11 @@ mod tests {
                 "is a symlink",
                 Box::new(|r: &Path| {
                     std::fs::create_dir_all(r.join("dev/nvidia-caps")).unwrap();
-                    std::os::unix::fs::symlink(host.path().join("victim"), r.join("dev/nvidia-caps/nvidia-cap12")).unwrap();
+                    std::os::unix::fs::symlink(
+                        host.path().join("victim"),
+                        r.join("dev/nvidia-caps/nvidia-cap12"),
+                    )
+                    .unwrap();
                 }),
             ),
             (
@@ -209,19 +297,28 @@ mod tests {
             ),
             (
                 "already exists as a directory",
-                Box::new(|r: &Path| std::fs::create_dir_all(r.join("dev/nvidia-caps/nvidia-cap12")).unwrap()),
+                Box::new(|r: &Path| {
+                    std::fs::create_dir_all(r.join("dev/nvidia-caps/nvidia-cap12")).unwrap()
+                }),
             ),
         ];
         for (want, setup) in cases {
             let root = tempfile::tempdir().unwrap();
             setup(root.path());
-            let err = create_nodes(root.path(), &[node("/dev/nvidia-caps/nvidia-cap12", 12)]).unwrap_err().to_string();
+            let err = create_nodes(root.path(), &[node("/dev/nvidia-caps/nvidia-cap12", 12)])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{want}: {err}");
             let host_entries: Vec<_> = std::fs::read_dir(host.path()).unwrap().collect();
-            assert!(host_entries.is_empty(), "something was made in the host dir: {host_entries:?}");
+            assert!(
+                host_entries.is_empty(),
+                "something was made in the host dir: {host_entries:?}"
+            );
         }
         let root = tempfile::tempdir().unwrap();
-        let err = create_nodes(root.path(), &[node("/dev/../etc/x", 1)]).unwrap_err().to_string();
+        let err = create_nodes(root.path(), &[node("/dev/../etc/x", 1)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not under /dev"), "{err}");
     }
 }

@@ -89,3 +89,47 @@ pub fn stderr(out: &Output) -> String {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A container command that prints, for every GPU char node under /dev, its
+/// path and what opening it gives, then `probe-done`.
+pub const PROBE: &str = r#"for f in /dev/nvidia* /dev/nvidia-caps/* /dev/other-*; do [ -c "$f" ] || continue; if cat "$f" >/dev/null 2>/tmp/err; then echo "$f: opened"; else echo "$f: $(cat /tmp/err)"; fi; done; echo probe-done"#;
+
+/// What opening a node gives when the cgroup allows it and no driver exists.
+pub const ENXIO: &str = "No such device or address";
+
+/// The sorted node lines of PROBE output.
+pub fn probe_lines(out: &str) -> Vec<String> {
+    assert!(out.contains("probe-done"), "probe did not finish: {out}");
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("/dev/"))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The PROBE lines for a MIG device on GPU `minor` with cap minors `g`, `c`:
+/// each node present and opening with ENXIO.
+pub fn expected_nodes(minor: u32, g: u32, c: u32) -> Vec<String> {
+    let mut v: Vec<String> = [
+        format!("/dev/nvidia{minor}"),
+        format!("/dev/nvidia-caps/nvidia-cap{g}"),
+        format!("/dev/nvidia-caps/nvidia-cap{c}"),
+        "/dev/nvidiactl".into(),
+        "/dev/nvidia-uvm".into(),
+        "/dev/nvidia-uvm-tools".into(),
+    ]
+    .into_iter()
+    .map(|p| format!("{p}: cat: can't open '{p}': {ENXIO}"))
+    .collect();
+    v.sort();
+    v
+}
+
+/// A `migward-runtime` link to the binary in `dir`.
+pub fn shim_link(dir: &Path) -> PathBuf {
+    let link = dir.join("migward-runtime");
+    std::os::unix::fs::symlink(MIGWARD, &link).unwrap();
+    link
+}

@@ -1,0 +1,369 @@
+//! The OCI hook with runc (hooks in config.json) and podman (hooks.d).
+
+mod common;
+
+use common::engines::{self, load_config, runc_bundle, save_config, Podman};
+use common::sim::{expected_nodes, probe_lines, stderr, Sim, MIGWARD, PROBE};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn hook_entry(sim: &Sim, stage: &str) -> Value {
+    json!({
+        "path": MIGWARD,
+        "args": ["migward", "--config", sim.config(), "hook", stage],
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "timeout": 10,
+    })
+}
+
+/// A runc bundle whose config.json carries migward's createRuntime and
+/// poststop hooks.
+fn hooked_bundle(sim: &Sim, name: &str, env: &[&str], args: &[&str]) -> PathBuf {
+    let dir = sim.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = runc_bundle(&dir, args, env);
+    let mut cfg = load_config(&bundle);
+    cfg["hooks"] = json!({
+        "createRuntime": [hook_entry(sim, "createRuntime")],
+        "poststop": [hook_entry(sim, "poststop")],
+    });
+    save_config(&bundle, &cfg);
+    bundle
+}
+
+fn runc(root: &Path, args: &[&str]) -> std::process::Output {
+    engines::output(Command::new("runc").arg("--root").arg(root).args(args))
+}
+
+fn leases(sim: &Sim) -> Vec<Value> {
+    let out = sim.run(&["leases", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["leases"].as_array().unwrap().clone()
+}
+
+#[test]
+fn runc_hook_binds_nodes_and_holds_the_instance() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let root = sim.path("runc");
+    let uuid = sim.mig_uuid(1, 1);
+    let cuda = format!("CUDA_VISIBLE_DEVICES={uuid}");
+    let bundle = hooked_bundle(&sim, "probe", &[&cuda], &["sh", "-c", PROBE]);
+    let out = runc(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "hook-probe"],
+    );
+    let text = engines::expect_success(&out, "runc run with the hook");
+    assert_eq!(probe_lines(&text), expected_nodes(1, 156, 157));
+    assert_eq!(
+        leases(&sim),
+        Vec::<Value>::new(),
+        "poststop released the lease"
+    );
+
+    // A holder, then a second container for the same instance.
+    let holder = hooked_bundle(&sim, "holder", &[&cuda], &["sleep", "300"]);
+    let log = std::fs::File::create(sim.path("holder.log")).unwrap();
+    let status = Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "run",
+            "-d",
+            "--bundle",
+            holder.to_str().unwrap(),
+            "hook-holder",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(sim.path("holder.log")).unwrap()
+    );
+    let second = hooked_bundle(&sim, "second", &[&cuda], &["true"]);
+    let out = runc(
+        &root,
+        &["run", "--bundle", second.to_str().unwrap(), "hook-second"],
+    );
+    let err = engines::expect_failure(&out, "second container");
+    assert!(
+        err.contains("container hook-second refused")
+            && err.contains("is held by container hook-holder"),
+        "{err}"
+    );
+    assert!(
+        runc(&root, &["state", "hook-second"]).status.code() != Some(0),
+        "the refused container exists"
+    );
+    engines::expect_success(&runc(&root, &["kill", "hook-holder", "KILL"]), "kill");
+    let mut tries = 0;
+    while !String::from_utf8_lossy(&runc(&root, &["state", "hook-holder"]).stdout)
+        .contains("stopped")
+        && tries < 100
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        tries += 1;
+    }
+    engines::expect_success(
+        &runc(&root, &["delete", "hook-holder"]),
+        "delete runs poststop",
+    );
+    assert_eq!(leases(&sim), Vec::<Value>::new());
+    engines::expect_success(
+        &runc(
+            &root,
+            &["run", "--bundle", second.to_str().unwrap(), "hook-second"],
+        ),
+        "second after release",
+    );
+}
+
+#[test]
+fn runc_hook_refuses_unsafe_rootfs_paths() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let root = sim.path("runc");
+    let uuid = sim.mig_uuid(0, 0);
+    let cuda = format!("CUDA_VISIBLE_DEVICES={uuid}");
+    let host_dir = sim.path("host-victim");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    // Without runc's /dev tmpfs the image's own /dev is what the hook meets.
+    type Setup<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Setup, &str)> = vec![
+        (
+            "caps-symlink",
+            Box::new(|rootfs: &Path| {
+                std::os::unix::fs::symlink(&host_dir, rootfs.join("dev/nvidia-caps")).unwrap()
+            }),
+            "is a symlink or leaves the container's rootfs",
+        ),
+        (
+            "node-symlink",
+            Box::new(|rootfs: &Path| {
+                std::os::unix::fs::symlink(host_dir.join("x"), rootfs.join("dev/nvidiactl"))
+                    .unwrap()
+            }),
+            "is a symlink or leaves the container's rootfs",
+        ),
+        (
+            "node-file",
+            Box::new(|rootfs: &Path| {
+                std::fs::write(rootfs.join("dev/nvidiactl"), "not a device").unwrap()
+            }),
+            "already exists as a regular file",
+        ),
+    ];
+    for (name, setup, want) in cases {
+        let bundle = hooked_bundle(&sim, name, &[&cuda], &["true"]);
+        let mut cfg = load_config(&bundle);
+        cfg["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/dev");
+        save_config(&bundle, &cfg);
+        setup(&bundle.join("rootfs"));
+        let out = runc(&root, &["run", "--bundle", bundle.to_str().unwrap(), name]);
+        let err = engines::expect_failure(&out, name);
+        assert!(err.contains(want), "{name}: {err}");
+        assert_eq!(
+            std::fs::read_dir(&host_dir).unwrap().count(),
+            0,
+            "{name}: the host dir changed"
+        );
+        assert_eq!(
+            leases(&sim),
+            Vec::<Value>::new(),
+            "{name}: a failed hook kept its lease"
+        );
+    }
+}
+
+#[test]
+fn hook_refuses_stages_inside_the_container() {
+    let sim = Sim::new("h100-7x1g");
+    for stage in ["createContainer", "startContainer"] {
+        let out = sim.run(&["hook", stage]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("CVE-2025-23266"), "{}", stderr(&out));
+    }
+}
+
+/// The shipped hooks.d files, pointed at this build and this simulated host.
+fn hooks_dir(sim: &Sim, files: &[&str]) -> PathBuf {
+    let dir = sim.path("hooks.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks");
+    for f in files {
+        let mut hook: Value =
+            serde_json::from_str(&std::fs::read_to_string(shipped.join(f)).unwrap()).unwrap();
+        assert!(
+            hook["hook"]["path"].as_str().unwrap().starts_with('/'),
+            "{f}: path must be absolute"
+        );
+        assert!(hook["hook"]["timeout"].is_u64(), "{f}: timeout");
+        hook["hook"]["path"] = json!(MIGWARD);
+        hook["hook"]["env"] = json!([
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            format!("MIGWARD_CONFIG={}", sim.config().display())
+        ]);
+        std::fs::write(dir.join(f), serde_json::to_vec_pretty(&hook).unwrap()).unwrap();
+    }
+    dir
+}
+
+fn podman_holder_cycle(
+    sim: &Sim,
+    podman: &Podman,
+    rootfs: &Path,
+    request: &[&str],
+    expected: Vec<String>,
+) {
+    let out = podman.run_rootfs(rootfs, request, &["sh", "-c", PROBE]);
+    let text = engines::expect_success(&out, "podman run with a request");
+    assert_eq!(probe_lines(&text), expected);
+    let out = podman.run_rootfs(rootfs, &[], &["sh", "-c", PROBE]);
+    assert_eq!(
+        probe_lines(&engines::expect_success(
+            &out,
+            "podman run without a request"
+        )),
+        Vec::<String>::new()
+    );
+
+    let mut args = vec!["run", "-d", "--name", "holder", "--network", "none"];
+    args.extend_from_slice(request);
+    let rootfs_s = rootfs.to_str().unwrap();
+    args.extend_from_slice(&["--rootfs", rootfs_s, "sleep", "300"]);
+    engines::expect_success(
+        &engines::output(podman.cmd().args(&args)),
+        "podman run -d holder",
+    );
+    let out = podman.run_rootfs(rootfs, request, &["true"]);
+    let err = engines::expect_failure(&out, "second podman container");
+    assert!(err.contains("is held by container"), "{err}");
+    engines::expect_success(
+        &engines::output(podman.cmd().args(["stop", "-t", "1", "holder"])),
+        "podman stop",
+    );
+    engines::expect_success(
+        &engines::output(podman.cmd().args(["rm", "holder"])),
+        "podman rm",
+    );
+    engines::expect_success(
+        &podman.run_rootfs(rootfs, request, &["true"]),
+        "second after stop",
+    );
+    assert_eq!(
+        leases(sim),
+        Vec::<Value>::new(),
+        "a lease outlived its container"
+    );
+}
+
+#[test]
+fn podman_hooks_dir_by_annotation_and_env() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let uuid = sim.mig_uuid(0, 0);
+    let hooks = hooks_dir(
+        &sim,
+        &["oci-migward-annotation.json", "oci-migward-poststop.json"],
+    );
+    let podman = Podman::new(&sim.path("a")).with_hooks_dir(&hooks);
+    let ann = format!("migward/devices={uuid}");
+    podman_holder_cycle(
+        &sim,
+        &podman,
+        &rootfs,
+        &["--annotation", &ann],
+        expected_nodes(0, 12, 13),
+    );
+    drop(podman);
+
+    let sim = Sim::new("a100x4-mixed");
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let uuid = sim.mig_uuid(3, 6);
+    let hooks = hooks_dir(&sim, &["oci-migward-env.json", "oci-migward-poststop.json"]);
+    let podman = Podman::new(&sim.path("e")).with_hooks_dir(&hooks);
+    let env = format!("CUDA_VISIBLE_DEVICES={uuid}");
+    // gpu3 gi7: G = 3 + 135*3 + 63 = 471.
+    podman_holder_cycle(
+        &sim,
+        &podman,
+        &rootfs,
+        &["--env", &env],
+        expected_nodes(3, 471, 472),
+    );
+}
+
+#[test]
+fn podman_precreate_hook() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let uuid = sim.mig_uuid(0, 2);
+    let hooks = hooks_dir(&sim, &["oci-migward-precreate.json"]);
+    let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
+    let env = format!("CUDA_VISIBLE_DEVICES={uuid}");
+    // gpu0 gi3: G = 3 + 27 = 30.
+    podman_holder_cycle(
+        &sim,
+        &podman,
+        &rootfs,
+        &["--env", &env],
+        expected_nodes(0, 30, 31),
+    );
+}
+
+#[test]
+fn hook_killed_after_the_lease_leaves_nothing_held() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let root = sim.path("runc");
+    let cuda = format!("CUDA_VISIBLE_DEVICES={}", sim.mig_uuid(0, 1));
+    // A hook that takes the lease, then hangs until runc's 1 s hook timeout
+    // SIGKILLs it; runc then fails the create and kills the container init.
+    let wrapper = sim.path("slow-hook");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{MIGWARD} --config {} hook createRuntime && exec sleep 60\n",
+            sim.config().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let bundle = hooked_bundle(&sim, "killed", &[&cuda], &["true"]);
+    let mut cfg = load_config(&bundle);
+    cfg["hooks"]["createRuntime"] = json!([{"path": wrapper, "args": ["slow-hook"], "timeout": 1}]);
+    // No poststop either (runc would run it on the failed create): only the
+    // liveness rule can free the instance now.
+    cfg["hooks"].as_object_mut().unwrap().remove("poststop");
+    save_config(&bundle, &cfg);
+    let out = runc(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "killed-hook"],
+    );
+    engines::expect_failure(&out, "hook past its timeout");
+    assert_eq!(leases(&sim).len(), 1, "the killed hook had taken its lease");
+    let next = hooked_bundle(&sim, "next", &[&cuda], &["true"]);
+    let out = runc(&root, &["run", "--bundle", next.to_str().unwrap(), "next"]);
+    engines::expect_success(&out, "next container for the instance");
+    // runc drops a successful hook's stderr: the reclaim shows in the log.
+    let log = std::fs::read_to_string(sim.path("state/events.log")).unwrap();
+    assert!(
+        log.contains("\"event\":\"reclaim\",\"container_id\":\"killed-hook\""),
+        "{log}"
+    );
+    assert_eq!(leases(&sim), Vec::<Value>::new());
+}
