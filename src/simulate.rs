@@ -248,12 +248,14 @@ mod tests {
 
     #[test]
     fn mig_minors_follow_the_driver_table() {
-        let t = crate::inventory::procfs::parse_mig_minors(&mig_minors_text()).unwrap();
-        assert_eq!(t[&(0, 1, None)], 12);
-        assert_eq!(t[&(0, 1, Some(0))], 13);
-        assert_eq!(t[&(1, 2, None)], 156);
-        assert_eq!(t[&(1, 2, Some(0))], 157);
-        assert_eq!(t.len(), 32 * 15 * 9);
+        let text = mig_minors_text();
+        assert_eq!(text.lines().count(), 2 + 32 * 15 * 9);
+        let t = crate::inventory::procfs::MigMinors::from_text("mig-minors".into(), text);
+        assert_eq!(t.get(0, 1, None).unwrap(), 12);
+        assert_eq!(t.get(0, 1, Some(0)).unwrap(), 13);
+        assert_eq!(t.get(1, 2, None).unwrap(), 156);
+        assert_eq!(t.get(1, 2, Some(0)).unwrap(), 157);
+        assert_eq!(t.get(31, 14, Some(7)).unwrap(), 3 + 135 * 31 + 9 * 14 + 8);
     }
 
     #[test]

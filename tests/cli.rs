@@ -283,10 +283,23 @@ fn broken_host_files_and_library_are_named() {
     let uuid = uuid_of(&sim);
     std::fs::write(
         sim.path("host/proc/driver/nvidia-caps/mig-minors"),
-        "gpu0/gi1/access 12\nnonsense\n",
+        "gpu0/gi1/access 12\ngpu0/gi1/ci0/access nonsense\n",
     )
     .unwrap();
     refused(&sim, &[os(&uuid)], &["mig-minors line 2", "nonsense"]);
+    std::fs::write(
+        sim.path("host/proc/driver/nvidia-caps/mig-minors"),
+        "\u{0}\u{1}binary junk",
+    )
+    .unwrap();
+    refused(
+        &sim,
+        &[os(&uuid)],
+        &[
+            "mig-minors has no entry for gpu0/gi1",
+            "does not match this driver's MIG layout",
+        ],
+    );
     std::fs::remove_file(sim.path("host/proc/driver/nvidia-caps/mig-minors")).unwrap();
     refused(&sim, &[os(&uuid)], &["cannot read", "mig-minors"]);
 

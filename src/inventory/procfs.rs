@@ -4,7 +4,6 @@
 //!
 //! Parsers take `&str`; [`HostFiles`] only opens files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Device majors read from `/proc/devices`.
@@ -81,45 +80,6 @@ pub fn parse_proc_devices(text: &str) -> (Option<u32>, Option<u32>, Option<u32>)
     (nvidia, uvm, caps)
 }
 
-/// Key of one line of `mig-minors`: (gpu minor, gi, ci) — `None` ci for the GI line.
-pub type CapKey = (u32, u32, Option<u32>);
-
-/// Parses `mig-minors`: `gpu0/gi1/access 12`, `gpu0/gi1/ci0/access 13`,
-/// `config 1`, `monitor 2`. Returns the GI/CI entries, or the bad line number.
-pub fn parse_mig_minors(text: &str) -> Result<HashMap<CapKey, u32>, (usize, String)> {
-    let mut out = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let bad = || (n + 1, trimmed.chars().take(80).collect::<String>());
-        let mut parts = trimmed.split_whitespace();
-        let (Some(name), Some(minor), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad());
-        };
-        let minor: u32 = minor.parse().map_err(|_| bad())?;
-        if name == "config" || name == "monitor" {
-            continue;
-        }
-        let segs: Vec<&str> = name.split('/').collect();
-        let num =
-            |s: &str, prefix: &str| s.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok());
-        let key = match segs.as_slice() {
-            [gpu, gi, "access"] => (num(gpu, "gpu"), num(gi, "gi"), Some(None)),
-            [gpu, gi, ci, "access"] => (num(gpu, "gpu"), num(gi, "gi"), num(ci, "ci").map(Some)),
-            _ => (None, None, None),
-        };
-        match key {
-            (Some(gpu), Some(gi), Some(ci)) => {
-                out.insert((gpu, gi, ci), minor);
-            }
-            _ => return Err(bad()),
-        }
-    }
-    Ok(out)
-}
-
 /// Parses a capability `access` file's `DeviceFileMode: 292` (decimal).
 pub fn parse_cap_mode(text: &str) -> Option<u32> {
     text.lines().find_map(|l| {
@@ -180,18 +140,13 @@ impl HostFiles {
         Ok((uvm, caps))
     }
 
-    /// The GI/CI cap minors from `mig-minors`.
+    /// The `mig-minors` table (read once; entries are looked up on demand).
     pub fn mig_minors(&self) -> Result<MigMinors, HostError> {
         let (path, text) = self.read("/proc/driver/nvidia-caps/mig-minors")?;
-        let table = parse_mig_minors(&text).map_err(|(line, text)| HostError::Garbled {
-            path: path.clone(),
-            line,
-            text,
-        })?;
-        if table.is_empty() {
+        if text.trim().is_empty() {
             return Err(HostError::EmptyMinors { path });
         }
-        Ok(MigMinors { path, table })
+        Ok(MigMinors { path, text })
     }
 
     /// Mode of a cap node from its capability `access` file; 0444 if absent.
@@ -213,24 +168,50 @@ impl HostFiles {
     }
 }
 
-/// The parsed `mig-minors` table.
+/// The `mig-minors` table: `gpu<N>/gi<G>/access <minor>`,
+/// `gpu<N>/gi<G>/ci<C>/access <minor>`, `config 1`, `monitor 2`.
+///
+/// The file has 4,320 lines on every host and a container needs two of
+/// them, so entries are found by scanning for their name rather than by
+/// parsing the whole table on every container start (BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct MigMinors {
     path: PathBuf,
-    table: HashMap<CapKey, u32>,
+    text: String,
 }
 
 impl MigMinors {
+    pub fn from_text(path: PathBuf, text: String) -> MigMinors {
+        MigMinors { path, text }
+    }
+
+    /// The cap minor of a GI (`ci` none) or CI; a missing or garbled entry
+    /// is an error naming the file (and the line).
     pub fn get(&self, gpu: u32, gi: u32, ci: Option<u32>) -> Result<u32, HostError> {
-        self.table
-            .get(&(gpu, gi, ci))
-            .copied()
-            .ok_or_else(|| HostError::NoCapMinor {
+        let name = match ci {
+            Some(c) => format!("gpu{gpu}/gi{gi}/ci{c}/access"),
+            None => format!("gpu{gpu}/gi{gi}/access"),
+        };
+        for (n, line) in self.text.lines().enumerate() {
+            let line = line.trim();
+            let Some(rest) = line.strip_prefix(name.as_str()) else {
+                continue;
+            };
+            if !rest.starts_with([' ', '\t']) {
+                continue;
+            }
+            return rest.trim().parse().map_err(|_| HostError::Garbled {
                 path: self.path.clone(),
-                gpu,
-                gi,
-                ci,
-            })
+                line: n + 1,
+                text: line.chars().take(80).collect(),
+            });
+        }
+        Err(HostError::NoCapMinor {
+            path: self.path.clone(),
+            gpu,
+            gi,
+            ci,
+        })
     }
 }
 
@@ -251,26 +232,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn mig_minors_table() {
-        let text = "config 1\nmonitor 2\ngpu0/gi1/access 12\ngpu0/gi1/ci0/access 13\ngpu1/gi2/access 156\ngpu1/gi2/ci0/access 157\n";
-        let t = parse_mig_minors(text).unwrap();
-        assert_eq!(t[&(0, 1, None)], 12);
-        assert_eq!(t[&(0, 1, Some(0))], 13);
-        assert_eq!(t[&(1, 2, Some(0))], 157);
-        assert_eq!(t.len(), 4);
+    fn table(text: &str) -> MigMinors {
+        MigMinors::from_text("mig-minors".into(), text.into())
     }
 
     #[test]
-    fn garbled_mig_minors_name_the_line() {
+    fn mig_minors_lookup() {
+        let t = table("config 1\nmonitor 2\ngpu0/gi1/access 12\ngpu0/gi1/ci0/access 13\ngpu1/gi2/access 156\ngpu1/gi2/ci0/access 157\ngpu1/gi12/access 219\n");
+        assert_eq!(t.get(0, 1, None).unwrap(), 12);
+        assert_eq!(t.get(0, 1, Some(0)).unwrap(), 13);
+        assert_eq!(t.get(1, 2, Some(0)).unwrap(), 157);
+        assert_eq!(t.get(1, 1, None).unwrap_err().to_string(), "mig-minors has no entry for gpu1/gi1: the file does not match this driver's MIG layout");
+        assert_eq!(t.get(1, 12, None).unwrap(), 219, "gi12 is not gi1");
+    }
+
+    #[test]
+    fn garbled_entries_name_the_line() {
         let cases = [
-            ("gpu0/gi1/access 12\nhello\n", 2),
-            ("gpu0/gi1/access twelve\n", 1),
-            ("gpuX/gi1/access 12\n", 1),
-            ("gpu0/gi1/ci0/acces 13\n", 1),
+            (
+                "gpu0/gi1/access 12\ngpu0/gi1/ci0/access thirteen\n",
+                Some(0),
+                2,
+            ),
+            ("junk\ngpu0/gi1/access -3\n", None, 2),
         ];
-        for (text, line) in cases {
-            assert_eq!(parse_mig_minors(text).unwrap_err().0, line, "{text:?}");
+        for (text, ci, line) in cases {
+            let err = table(text).get(0, 1, ci).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("mig-minors line {line}: ")),
+                "{text:?}: {err}"
+            );
         }
     }
 

@@ -208,8 +208,13 @@ fn broken_host_files_name_the_file() {
     let cases: Vec<(&str, &str, &str)> = vec![
         (
             "proc/driver/nvidia-caps/mig-minors",
-            "gpu0/gi1/access 12\nrubbish here\n",
-            "mig-minors line 2: \"rubbish here\"",
+            "gpu0/gi1/access 12\ngpu0/gi1/ci0/access rubbish\n",
+            "mig-minors line 2: \"gpu0/gi1/ci0/access rubbish\"",
+        ),
+        (
+            "proc/driver/nvidia-caps/mig-minors",
+            "rubbish here\n",
+            "mig-minors has no entry for gpu0/gi1",
         ),
         (
             "proc/driver/nvidia-caps/mig-minors",

@@ -1,0 +1,578 @@
+//! What migward adds to a container start, against plain runc, in one run.
+//!
+//! `cargo bench --bench lifecycle -- [--runs N] [--smoke]` (via
+//! `scripts/bench.sh`, which installs runc and builds the fake NVML library
+//! first). Prints a markdown report. Variants are interleaved (A B C D, A B
+//! C D, …) so that machine noise hits all of them alike.
+
+use migward::config::Config;
+use migward::inventory::procfs::HostFiles;
+use migward::inventory::{Inventory, NvmlInventory};
+use migward::lease::liveness::ProcessId;
+use migward::lease::{Holder, Lease, Store, Unit};
+use migward::request::{Request, Source};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MIGWARD: &str = env!("CARGO_BIN_EXE_migward");
+
+struct Stats {
+    samples: Vec<Duration>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            samples: Vec::new(),
+        }
+    }
+    fn pct(&self, p: f64) -> Duration {
+        let mut s = self.samples.clone();
+        s.sort();
+        let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+        s[rank.min(s.len()) - 1]
+    }
+    fn median(&self) -> Duration {
+        self.pct(50.0)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn timed(cmd: &mut Command, what: &str) -> Duration {
+    let start = Instant::now();
+    run_ok(cmd, what);
+    start.elapsed()
+}
+
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "dev", "proc", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("busybox-static: run scripts/install-deps.sh");
+    for app in ["sh", "true"] {
+        let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(app));
+    }
+    rootfs
+}
+
+fn bundle(dir: &Path, name: &str, rootfs: &Path, env: &[String]) -> PathBuf {
+    let b = dir.join(name);
+    std::fs::create_dir_all(&b).unwrap();
+    run_ok(
+        Command::new("runc").arg("spec").current_dir(&b),
+        "runc spec",
+    );
+    let path = b.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["process"]["terminal"] = json!(false);
+    cfg["process"]["args"] = json!(["true"]);
+    cfg["root"]["path"] = json!(rootfs);
+    let envs = cfg["process"]["env"].as_array_mut().unwrap();
+    for e in env {
+        envs.push(json!(e));
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    b
+}
+
+fn max_rss_kb(cmd: &mut Command) -> u64 {
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RSS in /usr/bin/time output: {text}"))
+}
+
+/// A config text with `key` set to the path `value`.
+fn config_with(base: &str, key: &str, value: &Path) -> String {
+    let mut out: String = base
+        .lines()
+        .filter(|l| !l.starts_with(key))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&format!("{key} = {:?}\n", value.display().to_string()));
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 3 } else { 60 });
+
+    let dir = tempfile::Builder::new()
+        .prefix("mwbench")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path();
+    let fake = Path::new(MIGWARD).with_file_name("libnvidia_ml_fake.so");
+    assert!(
+        fake.is_file(),
+        "{} missing: cargo build --release --workspace",
+        fake.display()
+    );
+    run_ok(
+        Command::new(MIGWARD)
+            .args(["simulate", "h100-7x1g"])
+            .arg(d.join("sim"))
+            .arg("--nvml-lib")
+            .arg(&fake),
+        "simulate",
+    );
+    // Leases live on tmpfs, as /run/migward does on a production host (this
+    // machine's /run is ext4).
+    let shm = tempfile::Builder::new()
+        .prefix("mwbench")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let config_path = d.join("bench.toml");
+    let sim_config = std::fs::read_to_string(d.join("sim/config.toml")).unwrap();
+    std::fs::write(
+        &config_path,
+        config_with(&sim_config, "state_dir", &shm.path().join("state")),
+    )
+    .unwrap();
+    let config = Config::load(Some(&config_path)).unwrap();
+    let shim = d.join("migward-runtime");
+    std::os::unix::fs::symlink(MIGWARD, &shim).unwrap();
+    let uuid = NvmlInventory::new(&config.nvml_library).gpus().unwrap()[0].mig_devices[0]
+        .uuid
+        .clone();
+    let rootfs = busybox_rootfs(d);
+    let plain = bundle(d, "plain", &rootfs, &[]);
+    let mig = bundle(d, "mig", &rootfs, &[format!("CUDA_VISIBLE_DEVICES={uuid}")]);
+    let mig_pristine = std::fs::read(mig.join("config.json")).unwrap();
+    // The same nodes and rules, by hand (what `migward resolve` prints).
+    let byhand = bundle(
+        d,
+        "byhand",
+        &rootfs,
+        &[format!("NVIDIA_VISIBLE_DEVICES={uuid}")],
+    );
+    {
+        let out = Command::new(MIGWARD)
+            .env("MIGWARD_CONFIG", &config_path)
+            .args(["resolve", "--json", &uuid])
+            .output()
+            .unwrap();
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let path = byhand.join("config.json");
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let devices: Vec<Value> = plan["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| json!({"path": n["path"], "type": "c", "major": n["major"], "minor": n["minor"], "fileMode": n["mode"], "uid": 0, "gid": 0}))
+            .collect();
+        cfg["linux"]["devices"] = json!(devices);
+        for r in plan["rules"].as_array().unwrap() {
+            cfg["linux"]["resources"]["devices"]
+                .as_array_mut()
+                .unwrap()
+                .push(r.clone());
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
+    let root = d.join("runc");
+
+    // 1. Full lifecycle, interleaved.
+    let names = [
+        "runc run (plain)",
+        "migward-runtime run, no GPU request (pass-through)",
+        "migward-runtime run, MIG request",
+        "runc run, same nodes and rules by hand",
+    ];
+    let mut life: Vec<Stats> = (0..4).map(|_| Stats::new()).collect();
+    for i in 0..runs {
+        for (v, stats) in life.iter_mut().enumerate() {
+            let id = format!("b{v}-{i}");
+            let (bin, b): (&Path, &Path) = match v {
+                0 => (Path::new("runc"), &plain),
+                1 => (&shim, &plain),
+                2 => {
+                    std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
+                    (&shim, &mig)
+                }
+                _ => (Path::new("runc"), &byhand),
+            };
+            let mut cmd = Command::new(bin);
+            cmd.env("MIGWARD_CONFIG", &config_path)
+                .arg("--root")
+                .arg(&root)
+                .args(["run", "--bundle"])
+                .arg(b)
+                .arg(&id);
+            stats.samples.push(timed(&mut cmd, names[v]));
+        }
+    }
+    assert!(
+        Store::new(&config.state_dir).all().unwrap().is_empty(),
+        "a lease was left behind"
+    );
+
+    println!("## Container lifecycle (busybox `true`), {runs} interleaved runs each\n");
+    println!("| variant | median ms | p90 ms | p99 ms | ratio to runc (median) |");
+    println!("|---|---|---|---|---|");
+    let base = life[0].median().as_secs_f64();
+    for (name, s) in names.iter().zip(&life) {
+        println!(
+            "| {name} | {} | {} | {} | {:.3} |",
+            ms(s.median()),
+            ms(s.pct(90.0)),
+            ms(s.pct(99.0)),
+            s.median().as_secs_f64() / base
+        );
+    }
+    let added_pass = life[1].median().as_secs_f64() - life[0].median().as_secs_f64();
+    let added_mig = life[2].median().as_secs_f64() - life[3].median().as_secs_f64();
+    println!(
+        "\npass-through adds {:.2} ms to `runc run`; the MIG request adds {:.2} ms over runc with the same devices by hand.\n",
+        added_pass * 1000.0,
+        added_mig * 1000.0
+    );
+
+    // 2. The hook, against a helper process in its own mount namespace and
+    //    devices cgroup (as a container init would be at createRuntime).
+    let cg = PathBuf::from(format!(
+        "/sys/fs/cgroup/devices/migward-bench-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&cg).expect("cgroup v1 devices controller");
+    let mut helper = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let helper_pid = helper.id();
+    std::fs::write(cg.join("cgroup.procs"), helper_pid.to_string()).unwrap();
+    let hook_rootfs = d.join("hookroot");
+    std::fs::create_dir_all(hook_rootfs.join("dev")).unwrap();
+    let hook_bundle = bundle(
+        d,
+        "hook",
+        &hook_rootfs,
+        &[format!("CUDA_VISIBLE_DEVICES={uuid}")],
+    );
+    let state = |b: &Path, id: &str| {
+        json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": helper_pid, "bundle": b}).to_string()
+    };
+    let hook_cmd = |stage: &str, input: String| {
+        let start = Instant::now();
+        let mut child = Command::new(MIGWARD)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .args(["--config"])
+            .arg(&config_path)
+            .args(["hook", stage])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "hook {stage}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        start.elapsed()
+    };
+    let mut hooks: Vec<Stats> = (0..3).map(|_| Stats::new()).collect();
+    for i in 0..runs {
+        hooks[0]
+            .samples
+            .push(hook_cmd("createRuntime", state(&plain, &format!("n{i}"))));
+        hooks[1].samples.push(hook_cmd(
+            "createRuntime",
+            state(&hook_bundle, &format!("h{i}")),
+        ));
+        hooks[2]
+            .samples
+            .push(hook_cmd("poststop", state(&hook_bundle, &format!("h{i}"))));
+    }
+    assert!(
+        Store::new(&config.state_dir).all().unwrap().is_empty(),
+        "the hook left a lease"
+    );
+    println!("## `migward hook`, {runs} runs each\n");
+    println!("| stage | median ms | p90 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for (name, s) in [
+        "createRuntime, no request",
+        "createRuntime, MIG request (lease, cgroup rule, nodes)",
+        "poststop (release)",
+    ]
+    .iter()
+    .zip(&hooks)
+    {
+        println!(
+            "| {name} | {} | {} | {} |",
+            ms(s.median()),
+            ms(s.pct(90.0)),
+            ms(s.pct(99.0))
+        );
+    }
+
+    // 4. Peak RSS and size.
+    let true_cfg = d.join("true.toml");
+    std::fs::write(
+        &true_cfg,
+        format!(
+            "{}runtime = \"/bin/true\"\n",
+            std::fs::read_to_string(&config_path).unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
+    let shim_rss = max_rss_kb(
+        Command::new("/usr/bin/time")
+            .arg("-v")
+            .arg(&shim)
+            .env("MIGWARD_CONFIG", &true_cfg)
+            .args(["--root"])
+            .arg(&root)
+            .args(["create", "--bundle"])
+            .arg(&mig)
+            .arg("rss-probe"),
+    );
+    Store::new(&config.state_dir).release("rss-probe").unwrap();
+    let hook_rss = {
+        let mut child = Command::new("/usr/bin/time")
+            .arg("-v")
+            .arg(MIGWARD)
+            .args(["--config"])
+            .arg(&config_path)
+            .args(["hook", "createRuntime"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(state(&hook_bundle, "rss-hook").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    Store::new(&config.state_dir).release("rss-hook").unwrap();
+    let _ = helper.kill();
+    let _ = helper.wait();
+    let _ = std::fs::remove_dir(&cg);
+    let size = std::fs::metadata(MIGWARD).unwrap().len();
+    println!("\n## Memory and size\n");
+    println!("| what | value |");
+    println!("|---|---|");
+    println!(
+        "| shim peak RSS (MIG create; lower runtime /bin/true) | {:.1} MB |",
+        shim_rss as f64 / 1024.0
+    );
+    println!(
+        "| hook peak RSS (createRuntime, MIG) | {:.1} MB |",
+        hook_rss as f64 / 1024.0
+    );
+    println!(
+        "| release binary size | {:.2} MB |",
+        size as f64 / 1024.0 / 1024.0
+    );
+
+    // 3. Lease store.
+    let lease_dir = shm.path().join("leases-bench");
+    let store = Store::new(&lease_dir);
+    let unit = Unit {
+        gpu_uuid: "GPU-x".into(),
+        gpu_index: 0,
+        gi: Some(1),
+        ci: None,
+        mig_uuid: None,
+        profile: None,
+    };
+    let lease = Lease::new(
+        Holder {
+            container_id: "bench".into(),
+            bundle: None,
+            creator: ProcessId::current(),
+            init: None,
+            runtime_root: None,
+            since: "now".into(),
+            labels: Default::default(),
+        },
+        vec![unit],
+    );
+    let cycles = if smoke { 200 } else { 5000 };
+    let start = Instant::now();
+    for _ in 0..cycles {
+        store.acquire(&lease, &mut |_| {}).unwrap();
+        store.release("bench").unwrap();
+    }
+    let per_sec = cycles as f64 / start.elapsed().as_secs_f64();
+    let me = std::process::id().to_string();
+    let mut race = Stats::new();
+    let race_rounds = if smoke { 1 } else { 5 };
+    for round in 0..race_rounds {
+        let race_state = shm.path().join(format!("race{round}"));
+        let race_cfg = d.join(format!("race{round}.toml"));
+        std::fs::write(
+            &race_cfg,
+            config_with(&sim_config, "state_dir", &race_state),
+        )
+        .unwrap();
+        let start = Instant::now();
+        let children: Vec<_> = (0..64)
+            .map(|i| {
+                Command::new(MIGWARD)
+                    .arg("--config")
+                    .arg(&race_cfg)
+                    .args([
+                        "leases",
+                        "acquire",
+                        &format!("r{i}"),
+                        &uuid,
+                        "--holder-pid",
+                        &me,
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let winners = children
+            .into_iter()
+            .map(|mut c| c.wait().unwrap().success())
+            .filter(|w| *w)
+            .count();
+        race.samples.push(start.elapsed());
+        assert_eq!(winners, 1, "race round {round}: {winners} winners");
+    }
+    println!("\n## Lease store\n");
+    println!("| what | value |");
+    println!("|---|---|");
+    println!("| acquire + release of a free instance, one process | {per_sec:.0} per second |");
+    println!("| 64 processes racing for one instance: time until all answered (median of {race_rounds}) | {} ms, exactly one winner each round |", ms(race.median()));
+
+    // 5. Where the time goes in the MIG path (in-process, median of runs).
+    let spec_text = mig_pristine.clone();
+    let mut parts: Vec<(&str, Stats)> = [
+        "config read",
+        "config.json read + parse",
+        "request parse",
+        "NVML load + init + shutdown",
+        "NVML inventory (all GPUs)",
+        "host files + plan",
+        "lease acquire + release",
+        "config.json write (atomic)",
+    ]
+    .into_iter()
+    .map(|n| (n, Stats::new()))
+    .collect();
+    let request = Request::parse(Source::Env("CUDA_VISIBLE_DEVICES"), &uuid)
+        .unwrap()
+        .unwrap();
+    let gpus = NvmlInventory::new(&config.nvml_library).gpus().unwrap();
+    let scratch = d.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(scratch.join("config.json"), &spec_text).unwrap();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let _ = Config::load(Some(&config_path)).unwrap();
+        parts[0].1.samples.push(t.elapsed());
+        let t = Instant::now();
+        let (_, spec) = migward::spec::load_bundle(&scratch).unwrap();
+        parts[1].1.samples.push(t.elapsed());
+        let t = Instant::now();
+        let _ = Request::from_spec(&spec, &migward::apply::policy(&config)).unwrap();
+        parts[2].1.samples.push(t.elapsed());
+        let t = Instant::now();
+        drop(
+            nvml_wrapper::Nvml::builder()
+                .lib_path(config.nvml_library.as_os_str())
+                .init()
+                .unwrap(),
+        );
+        parts[3].1.samples.push(t.elapsed());
+        let t = Instant::now();
+        let _ = NvmlInventory::new(&config.nvml_library).gpus().unwrap();
+        parts[4].1.samples.push(t.elapsed());
+        let t = Instant::now();
+        let plan =
+            migward::plan::plan(&request, &gpus, &HostFiles::new(&config.host_root)).unwrap();
+        parts[5].1.samples.push(t.elapsed());
+        let lease = Lease::new(
+            Holder {
+                container_id: "parts".into(),
+                bundle: None,
+                creator: ProcessId::current(),
+                init: None,
+                runtime_root: None,
+                since: "now".into(),
+                labels: Default::default(),
+            },
+            migward::lease::units(&plan.grants, config.exclusive),
+        );
+        let t = Instant::now();
+        store.acquire(&lease, &mut |_| {}).unwrap();
+        store.release("parts").unwrap();
+        parts[6].1.samples.push(t.elapsed());
+        let t = Instant::now();
+        migward::spec::write_atomic(&scratch.join("config.json"), &spec).unwrap();
+        parts[7].1.samples.push(t.elapsed());
+    }
+    let mut exec = Stats::new();
+    for _ in 0..runs {
+        exec.samples.push(timed(
+            Command::new(MIGWARD).arg("--version").stdout(Stdio::null()),
+            "migward --version",
+        ));
+    }
+    println!("\n## Where the time goes in the MIG path (in-process, median of {runs})\n");
+    println!("| step | median ms |");
+    println!("|---|---|");
+    println!(
+        "| process start (`migward --version`, fork + exec + exit) | {} |",
+        ms(exec.median())
+    );
+    for (name, s) in &parts {
+        println!("| {name} | {} |", ms(s.median()));
+    }
+}
