@@ -39,6 +39,18 @@ impl Stats {
     }
 }
 
+/// Median over rounds of `a[i] - b[i]`, in ms.
+fn paired_ms(a: &Stats, b: &Stats) -> f64 {
+    let mut diffs: Vec<f64> = a
+        .samples
+        .iter()
+        .zip(&b.samples)
+        .map(|(x, y)| x.as_secs_f64() - y.as_secs_f64())
+        .collect();
+    diffs.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    diffs[diffs.len() / 2] * 1000.0
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -125,9 +137,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if smoke { 3 } else { 60 });
 
+    // Bundles and leases live on tmpfs, as they do on a production host
+    // (containerd and docker keep bundles under /run, migward its leases in
+    // /run/migward); this machine's /run and /tmp are ext4.
     let dir = tempfile::Builder::new()
         .prefix("mwbench")
-        .tempdir_in("/tmp")
+        .tempdir_in("/dev/shm")
         .unwrap();
     let d = dir.path();
     let fake = Path::new(MIGWARD).with_file_name("libnvidia_ml_fake.so");
@@ -144,12 +159,7 @@ fn main() {
             .arg(&fake),
         "simulate",
     );
-    // Leases live on tmpfs, as /run/migward does on a production host (this
-    // machine's /run is ext4).
-    let shm = tempfile::Builder::new()
-        .prefix("mwbench")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let shm = &dir;
     let config_path = d.join("bench.toml");
     let sim_config = std::fs::read_to_string(d.join("sim/config.toml")).unwrap();
     std::fs::write(
@@ -237,25 +247,87 @@ fn main() {
     );
 
     println!("## Container lifecycle (busybox `true`), {runs} interleaved runs each\n");
-    println!("| variant | median ms | p90 ms | p99 ms | ratio to runc (median) |");
-    println!("|---|---|---|---|---|");
+    println!("| variant | median ms | p90 ms | p99 ms | ratio to runc (median) | paired difference vs runc, median ms |");
+    println!("|---|---|---|---|---|---|");
     let base = life[0].median().as_secs_f64();
     for (name, s) in names.iter().zip(&life) {
         println!(
-            "| {name} | {} | {} | {} | {:.3} |",
+            "| {name} | {} | {} | {} | {:.3} | {:+.2} |",
             ms(s.median()),
             ms(s.pct(90.0)),
             ms(s.pct(99.0)),
-            s.median().as_secs_f64() / base
+            s.median().as_secs_f64() / base,
+            paired_ms(s, &life[0])
         );
     }
-    let added_pass = life[1].median().as_secs_f64() - life[0].median().as_secs_f64();
-    let added_mig = life[2].median().as_secs_f64() - life[3].median().as_secs_f64();
     println!(
-        "\npass-through adds {:.2} ms to `runc run`; the MIG request adds {:.2} ms over runc with the same devices by hand.\n",
-        added_pass * 1000.0,
-        added_mig * 1000.0
+        "\nPaired difference: the median over rounds of (variant - runc) in the same round. MIG request vs the same devices by hand: {:+.2} ms.\n",
+        paired_ms(&life[2], &life[3])
     );
+
+    // 1b. migward's own cost, isolated: the shim with `/bin/true` as the
+    //     lower runtime against `/bin/true` itself, so runc's noise drops out.
+    let true_only = d.join("true-only.toml");
+    std::fs::write(
+        &true_only,
+        format!(
+            "{}runtime = \"/bin/true\"\n",
+            std::fs::read_to_string(&config_path).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut own: Vec<Stats> = (0..3).map(|_| Stats::new()).collect();
+    for i in 0..runs * 3 {
+        own[0].samples.push(timed(
+            Command::new("/bin/true")
+                .args(["create", "--bundle"])
+                .arg(&plain)
+                .arg("x"),
+            "true",
+        ));
+        let mut pass = Command::new(&shim);
+        pass.env("MIGWARD_CONFIG", &true_only)
+            .args(["create", "--bundle"])
+            .arg(&plain)
+            .arg(format!("p{i}"));
+        own[1].samples.push(timed(&mut pass, "shim pass-through"));
+        std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
+        let mut with_mig = Command::new(&shim);
+        with_mig
+            .env("MIGWARD_CONFIG", &true_only)
+            .args(["create", "--bundle"])
+            .arg(&mig)
+            .arg(format!("m{i}"));
+        own[2].samples.push(timed(&mut with_mig, "shim MIG"));
+        Store::new(&config.state_dir)
+            .release(&format!("m{i}"))
+            .unwrap();
+    }
+    println!(
+        "## migward's own cost in `create` (lower runtime `/bin/true`), {} interleaved runs each\n",
+        runs * 3
+    );
+    println!(
+        "| variant | median ms | p90 ms | p99 ms | added over `/bin/true`, paired median ms |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, s) in [
+        "`/bin/true` (stands in for runc)",
+        "shim, no GPU request",
+        "shim, MIG request (plan, lease, spec write)",
+    ]
+    .iter()
+    .zip(&own)
+    {
+        println!(
+            "| {name} | {} | {} | {} | {:+.2} |",
+            ms(s.median()),
+            ms(s.pct(90.0)),
+            ms(s.pct(99.0)),
+            paired_ms(s, &own[0])
+        );
+    }
+    println!();
 
     // 2. The hook, against a helper process in its own mount namespace and
     //    devices cgroup (as a container init would be at createRuntime).

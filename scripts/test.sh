@@ -10,3 +10,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
 cargo nextest run --workspace --no-fail-fast
+# A short benchmark run keeps the bench working; it asserts no timing.
+scripts/bench.sh --smoke

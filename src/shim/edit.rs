@@ -33,10 +33,17 @@ fn array_at<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value
 /// no major). Rules for one major with any minor (`c 136:* rwm`, the ptys)
 /// and mknod-only rules (`c *:* m`, which engines add by default) are not.
 pub fn is_privileged(spec: &Value) -> bool {
+    // Names as the caps crate spells them (`CAP_SYS_ADMIN`); engines write
+    // them that way, but accept any case.
     let sys_admin = spec
         .pointer("/process/capabilities/bounding")
         .and_then(Value::as_array)
-        .is_some_and(|caps| caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
+        .is_some_and(|caps| {
+            caps.iter().filter_map(Value::as_str).any(|c| {
+                c.to_ascii_uppercase().parse::<caps::Capability>().ok()
+                    == Some(caps::Capability::CAP_SYS_ADMIN)
+            })
+        });
     let all_devices = spec
         .pointer("/linux/resources/devices")
         .and_then(Value::as_array)
@@ -232,6 +239,10 @@ mod tests {
             ),
             (
                 json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]}}}),
+                true,
+            ),
+            (
+                json!({"process": {"capabilities": {"bounding": ["cap_sys_admin"]}}}),
                 true,
             ),
             (
