@@ -2,7 +2,9 @@
 # The main job on a simulated GPU host: builds migward, simulates a
 # four-card A100-80GB server (GPU 0: 3g.40gb x2; GPU 1 and 2: 2g.20gb x3 +
 # 1g.10gb; GPU 3: 1g.10gb x7), lists it, resolves a request, then runs real
-# containers through the runtime shim, each seeing only its own instance.
+# containers through the runtime shim, each seeing only its own instance,
+# and shows one tenant per instance: a second container for a held instance
+# is refused, and runs once the holder stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=${MIGWARD_DEMO_DIR:-/tmp/migward-demo}
@@ -36,20 +38,39 @@ step "two containers through migward-runtime (runc underneath)"
 ROOTFS=$DEMO/rootfs
 mkdir -p "$ROOTFS/bin" "$ROOTFS/dev" "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/tmp"
 cp /bin/busybox "$ROOTFS/bin/busybox"
-for app in sh ls cat echo; do ln -sf busybox "$ROOTFS/bin/$app"; done
-run() { # name uuid
+for app in sh ls cat echo sleep; do ln -sf busybox "$ROOTFS/bin/$app"; done
+prepare() { # name uuid args-json: writes a bundle for a container asking for uuid
     local bundle=$DEMO/$1
     mkdir -p "$bundle"
     (cd "$bundle" && rm -f config.json && runc spec)
-    jq --arg rootfs "$ROOTFS" --arg cuda "CUDA_VISIBLE_DEVICES=$2" \
-        '.root.path=$rootfs | .process.terminal=false | .process.env += [$cuda]
-         | .process.args=["sh","-c","echo \"sees:\"; ls -d /dev/nvidia* /dev/nvidia-caps/*"]' \
+    jq --arg rootfs "$ROOTFS" --arg cuda "CUDA_VISIBLE_DEVICES=$2" --argjson args "$3" \
+        '.root.path=$rootfs | .process.terminal=false | .process.env += [$cuda] | .process.args=$args' \
         "$bundle/config.json" > "$bundle/config.json.new" && mv "$bundle/config.json.new" "$bundle/config.json"
+}
+SHOW='["sh","-c","echo sees:; ls -d /dev/nvidia* /dev/nvidia-caps/*"]'
+run() { # name uuid
+    prepare "$1" "$2" "$SHOW"
     echo "-- container $1 asks for $2"
-    target/debug/migward-runtime --root "$DEMO/runc" run --bundle "$bundle" "demo-$1-$$"
+    target/debug/migward-runtime --root "$DEMO/runc" run --bundle "$DEMO/$1" "demo-$1"
 }
 run notebook "$A"
 run batch "$B"
 
 step "a request for a device that does not exist never reaches runc"
 run typo MIG-00000000-0000-4000-8000-000000000000 || echo "(refused, exit $?)"
+
+step "one tenant per instance: a holder, then a second container for the same instance"
+prepare holder "$A" '["sleep","300"]'
+target/debug/migward-runtime --root "$DEMO/runc" run -d --bundle "$DEMO/holder" demo-holder \
+    </dev/null >"$DEMO/holder.log" 2>&1
+"$BIN" leases
+run second "$A" || echo "(refused, exit $?)"
+step "the holder stops; now the second container runs"
+runc --root "$DEMO/runc" kill demo-holder KILL
+for _ in $(seq 50); do
+    runc --root "$DEMO/runc" state demo-holder 2>/dev/null | grep -q '"stopped"' && break
+    sleep 0.1
+done
+target/debug/migward-runtime --root "$DEMO/runc" delete demo-holder
+run second "$A"
+"$BIN" leases

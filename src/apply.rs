@@ -16,13 +16,13 @@ pub enum ApplyError {
     Request(#[from] RequestError),
     #[error("container {id} is privileged and asks for GPUs ({origin}): a privileged container can open every MIG instance; run it without --privileged or set allow_privileged = true in the migward config")]
     Privileged { id: String, origin: String },
-    #[error("container {id}: {source}")]
+    #[error("container {id}")]
     Plan {
         id: String,
         #[source]
         source: Box<PlanError>,
     },
-    #[error("container {id} refused: {source}")]
+    #[error("container {id} refused")]
     Lease {
         id: String,
         #[source]

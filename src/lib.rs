@@ -16,3 +16,16 @@ pub mod shim;
 pub mod simulate;
 pub mod spec;
 pub mod topology;
+
+/// An error and its causes as one line (`what failed: why: why`), for
+/// places that print a library error without anyhow.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out.replace('\n', " ")
+}

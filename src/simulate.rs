@@ -29,7 +29,7 @@ pub const FAKE_NVML_FILE: &str = "libnvidia_ml_fake.so";
 pub enum SimulateError {
     #[error(transparent)]
     Topology(#[from] crate::topology::TopologyError),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]

@@ -16,7 +16,7 @@ pub enum SpecError {
     NoBundle { path: PathBuf },
     #[error("{path} is missing: the bundle has no OCI spec")]
     Missing { path: PathBuf },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -30,7 +30,7 @@ pub enum SpecError {
     NotJson { path: PathBuf, reason: String },
     #[error("{path} is not an OCI runtime spec: {reason}")]
     NotOci { path: PathBuf, reason: String },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]

@@ -23,14 +23,14 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let minors = match has_mig.then(|| host.mig_minors()).transpose() {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("migward: warning: cap minors unknown: {e}");
+            eprintln!("migward: warning: cap minors unknown: {}", crate::chain(&e));
             None
         }
     };
     let leases = match Store::new(&config.state_dir).all() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("migward: warning: holders unknown: {e}");
+            eprintln!("migward: warning: holders unknown: {}", crate::chain(&e));
             Vec::new()
         }
     };

@@ -55,7 +55,7 @@ pub enum HookError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
-    #[error("container {id}: {source}")]
+    #[error("container {id}")]
     Cgroup {
         id: String,
         #[source]
@@ -81,11 +81,11 @@ pub fn read_state(input: impl Read) -> Result<State, HookError> {
 pub fn poststop(input: impl Read, state_dir: &Path) -> Option<String> {
     let state = match read_state(input) {
         Ok(s) => s,
-        Err(e) => return Some(e.to_string()),
+        Err(e) => return Some(crate::chain(&e)),
     };
     match Store::new(state_dir).release(&state.id) {
         Ok(_) => None,
-        Err(e) => Some(e.to_string()),
+        Err(e) => Some(crate::chain(&e)),
     }
 }
 
@@ -156,7 +156,7 @@ pub fn create_runtime(
         .and_then(|()| {
             in_mount_namespace(pid, || {
                 nodes::create_nodes(&rootfs(&spec, &bundle), &plan.devices)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| crate::chain(&e))
             })
             .map_err(|reason| HookError::Nodes {
                 id: id.clone(),

@@ -154,7 +154,7 @@ fn make_node(dir: &OwnedFd, name: &str, node: &DeviceNode, shown: &Path) -> Resu
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("cannot read the cgroups of process {pid}: {source}")]
+    #[error("cannot read the cgroups of process {pid}")]
     Read {
         pid: u32,
         #[source]
@@ -162,7 +162,7 @@ pub enum CgroupError {
     },
     #[error("process {pid} has no cgroup v1 devices controller (cgroup v2 host): the hook cannot add device rules there; use the migward runtime shim or podman's precreate hook (hooks/oci-migward-precreate.json)")]
     NoV1Devices { pid: u32 },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]

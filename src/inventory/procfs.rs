@@ -18,7 +18,7 @@ pub struct Majors {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]

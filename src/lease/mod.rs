@@ -39,7 +39,7 @@ pub enum LeaseError {
     },
     #[error("lease file {path} is corrupt ({reason}): inspect it, then remove it with `migward leases release --force` or by hand")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("lease store {path}: {source}")]
+    #[error("lease store {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -76,7 +76,7 @@ fn release_on_delete(inv: &Invocation, config: &Config) {
         return;
     }
     if let Err(e) = store.release(id) {
-        eprintln!("migward-runtime: warning: {e}");
+        eprintln!("migward-runtime: warning: {}", crate::chain(&e));
     }
 }
 

@@ -23,7 +23,7 @@ pub const MEMORY_SLICES: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("cannot read topology file {path}: {source}")]
+    #[error("cannot read topology file {path}")]
     Read {
         path: PathBuf,
         #[source]
