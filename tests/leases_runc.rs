@@ -374,3 +374,91 @@ fn crashes_never_block_an_instance() {
     assert_eq!(before, after);
     assert!(!h.sim.path("escape.json").exists());
 }
+
+#[test]
+fn exclusivity_units_gpu_instance_compute_instance_and_whole_gpu() {
+    let topo_dir = tempfile::tempdir().unwrap();
+    let topo = topo_dir.path().join("cis.toml");
+    std::fs::write(
+        &topo,
+        "[[gpu]]\nmodel = \"A100-80GB\"\ninstances = [{ profile = \"3g.40gb\", ci_slices = [1, 1, 1] }, \"3g.40gb\"]\n",
+    )
+    .unwrap();
+    let sim = Sim::new(topo.to_str().unwrap());
+    let list = sim.list();
+    let profiles: Vec<&str> = list["gpus"][0]["mig_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["profile"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        profiles,
+        ["1c.3g.40gb", "1c.3g.40gb", "1c.3g.40gb", "3g.40gb"]
+    );
+    let (ci0, ci1, other) = (sim.mig_uuid(0, 0), sim.mig_uuid(0, 1), sim.mig_uuid(0, 3));
+    let me = std::process::id().to_string();
+    let acquire = |sim: &Sim, id: &str, ids: &str| {
+        sim.cmd()
+            .args(["leases", "acquire", id, ids, "--holder-pid", &me])
+            .output()
+            .unwrap()
+    };
+    // Default unit: the GPU instance. Two CIs of one GI collide.
+    assert!(acquire(&sim, "a", &ci0).status.success());
+    let out = acquire(&sim, "b", &ci1);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("GPU 0 GI 1 (1c.3g.40gb")
+            && stderr(&out).contains("held by container a"),
+        "{}",
+        stderr(&out)
+    );
+    // A whole-GPU request conflicts with any lease on the GPU.
+    let out = acquire(&sim, "w", "0");
+    assert!(
+        stderr(&out).contains("GPU 0 (GPU-") && stderr(&out).contains("held by container a"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        acquire(&sim, "c", &other).status.success(),
+        "another GI is free"
+    );
+
+    // Compute-instance unit: both CIs are granted; the whole GPU still is not.
+    let text = std::fs::read_to_string(sim.config()).unwrap();
+    std::fs::write(
+        sim.config(),
+        format!("{text}exclusive = \"compute-instance\"\n"),
+    )
+    .unwrap();
+    for id in ["a", "c"] {
+        assert!(sim
+            .run(&["leases", "release", id, "--force"])
+            .status
+            .success());
+    }
+    assert!(acquire(&sim, "a", &ci0).status.success());
+    assert!(
+        acquire(&sim, "b", &ci1).status.success(),
+        "{}",
+        stderr(&acquire(&sim, "b", &ci1))
+    );
+    assert!(
+        !acquire(&sim, "b2", &ci1).status.success(),
+        "the same CI twice"
+    );
+    assert!(!acquire(&sim, "w", "all").status.success());
+    // A live holder is only released with --force.
+    let out = sim.run(&["leases", "release", &ci0]);
+    assert!(
+        stderr(&out).contains("container a is still running: stop it first, or pass --force"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(sim
+        .run(&["leases", "release", &ci0, "--force"])
+        .status
+        .success());
+}

@@ -273,6 +273,18 @@ fn bad_bundles_and_requests_never_reach_runc() {
         &["create", "--bundle", b, "c5"],
         "config.json is not an OCI runtime spec",
     );
+    // Bytes that are not UTF-8 in the env: named, not garbled into a grant.
+    let mut text = serde_json::to_vec(&cfg).unwrap();
+    let at = text.windows(4).position(|w| w == b"MIG-").unwrap() + 4;
+    text.splice(at..at, [0xff, 0xfe]);
+    std::fs::write(bundle.join("config.json"), &text).unwrap();
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "c5b"],
+        "env CUDA_VISIBLE_DEVICES contains bytes that are not UTF-8",
+    );
     std::fs::remove_file(bundle.join("config.json")).unwrap();
     refused(
         &sim,
@@ -281,6 +293,16 @@ fn bad_bundles_and_requests_never_reach_runc() {
         &["create", "--bundle", b, "c6"],
         "config.json is missing",
     );
+    // Unreadable: a directory where the file should be.
+    std::fs::create_dir(bundle.join("config.json")).unwrap();
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "c6b"],
+        "cannot read",
+    );
+    std::fs::remove_dir(bundle.join("config.json")).unwrap();
     let gone = sim.path("no-such-bundle");
     refused(
         &sim,
@@ -289,4 +311,36 @@ fn bad_bundles_and_requests_never_reach_runc() {
         &["create", "--bundle", gone.to_str().unwrap(), "c7"],
         "does not exist",
     );
+}
+
+#[test]
+fn privileged_containers_may_be_allowed_by_config() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let link = shim_link(sim.dir.path());
+    let uuid = sim.mig_uuid(0, 6);
+    let bundle = runc_bundle(
+        sim.dir.path(),
+        &["sh", "-c", PROBE],
+        &[&format!("CUDA_VISIBLE_DEVICES={uuid}")],
+    );
+    let mut cfg = load_config(&bundle);
+    for set in ["bounding", "effective", "permitted"] {
+        cfg["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+    }
+    save_config(&bundle, &cfg);
+    let text = std::fs::read_to_string(sim.config()).unwrap();
+    std::fs::write(sim.config(), format!("{text}allow_privileged = true\n")).unwrap();
+    let out = shim(
+        &sim,
+        &link,
+        &sim.path("runc"),
+        &["run", "--bundle", bundle.to_str().unwrap(), "mw-priv"],
+    );
+    let text = engines::expect_success(&out, "privileged container with allow_privileged");
+    // gpu0 gi7: G = 3 + 63 = 66.
+    assert_eq!(probe_lines(&text), expected_nodes(0, 66, 67));
 }
