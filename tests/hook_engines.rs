@@ -3,7 +3,7 @@
 mod common;
 
 use common::engines::{self, load_config, runc_bundle, save_config, Podman};
-use common::sim::{expected_nodes, probe_lines, stderr, Sim, MIGWARD, PROBE};
+use common::sim::{expected_nodes, probe_lines, stderr, write_script, Sim, MIGWARD, PROBE};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -330,19 +330,13 @@ fn hook_killed_after_the_lease_leaves_nothing_held() {
     // A hook that takes the lease, then hangs until runc's 1 s hook timeout
     // SIGKILLs it; runc then fails the create and kills the container init.
     let wrapper = sim.path("slow-hook");
-    std::fs::write(
+    write_script(
         &wrapper,
-        format!(
-            "#!/bin/sh\n{MIGWARD} --config {} hook createRuntime && exec sleep 60\n",
+        &format!(
+            "{MIGWARD} --config {} hook createRuntime && exec sleep 60",
             sim.config().display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let bundle = hooked_bundle(&sim, "killed", &[&cuda], &["true"]);
     let mut cfg = load_config(&bundle);
     cfg["hooks"]["createRuntime"] = json!([{"path": wrapper, "args": ["slow-hook"], "timeout": 1}]);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::engines::{self, load_config, runc_bundle, save_config};
-use common::sim::{stderr, Sim, MIGWARD};
+use common::sim::{shim_link, stderr, write_script, Sim};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -20,8 +20,7 @@ impl Host {
     fn new(topology: &str) -> Host {
         engines::require_root();
         let sim = Sim::new(topology);
-        let link = sim.path("migward-runtime");
-        std::os::unix::fs::symlink(MIGWARD, &link).unwrap();
+        let link = shim_link(sim.dir.path());
         let root = sim.path("runc");
         Host { sim, link, root }
     }
@@ -270,8 +269,7 @@ fn crashes_never_block_an_instance() {
     // 1. The shim is killed after the lease, before runc runs: the lower
     //    runtime here is a process that stays put (the exec'd shim), killed.
     let stuck = h.sim.path("stuck-runtime");
-    std::fs::write(&stuck, "#!/bin/sh\nexec sleep 300\n").unwrap();
-    std::fs::set_permissions(&stuck, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_script(&stuck, "exec sleep 300");
     let stuck_config = h.sim.path("stuck.toml");
     let base = std::fs::read_to_string(h.sim.config()).unwrap();
     std::fs::write(

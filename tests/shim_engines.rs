@@ -3,7 +3,7 @@
 mod common;
 
 use common::engines::{self, Containerd, Dockerd};
-use common::sim::{expected_nodes, probe_lines, shim_link, Sim, MIGWARD, PROBE};
+use common::sim::{expected_nodes, probe_lines, shim_link, write_script, Sim, MIGWARD, PROBE};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -171,19 +171,13 @@ fn containerd_ctr_run_gets_its_instance() {
     // config path, as a node's /usr/bin/migward-runtime would read the
     // default /etc/migward/config.toml.
     let wrapper = sim.path("migward-runc");
-    std::fs::write(
+    write_script(
         &wrapper,
-        format!(
-            "#!/bin/sh\nexec {MIGWARD} runtime --migward-config {} \"$@\"\n",
+        &format!(
+            "exec {MIGWARD} runtime --migward-config {} \"$@\"",
             sim.config().display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
     let uuid = sim.mig_uuid(0, 3);
     let env = format!("CUDA_VISIBLE_DEVICES={uuid}");

@@ -122,6 +122,26 @@ fn whole(gpus: &[Gpu], gpu: usize, out: &mut Vec<Selected>) {
     }
 }
 
+fn gpu_by_index(origin: &str, gpus: &[Gpu], n: u32) -> Result<usize, ResolveError> {
+    gpus.iter()
+        .position(|g| g.index == n)
+        .ok_or_else(|| ResolveError::GpuIndexOutOfRange {
+            origin: origin.to_string(),
+            index: n,
+            count: gpus.len(),
+        })
+}
+
+fn gpu_by_uuid(origin: &str, gpus: &[Gpu], uuid: &str) -> Result<usize, ResolveError> {
+    gpus.iter()
+        .position(|g| g.uuid.eq_ignore_ascii_case(uuid))
+        .ok_or_else(|| ResolveError::UnknownGpu {
+            origin: origin.to_string(),
+            id: uuid.to_string(),
+            known: gpu_list(gpus),
+        })
+}
+
 fn find_mig(gpus: &[Gpu], pred: impl Fn(&Gpu, &MigDevice) -> bool) -> Option<Selected> {
     gpus.iter().enumerate().find_map(|(gi, g)| {
         g.mig_devices
@@ -142,27 +162,8 @@ pub fn resolve(request: &Request, gpus: &[Gpu]) -> Result<Vec<Selected>, Resolve
     for id in &request.ids {
         match id {
             DeviceId::All => (0..gpus.len()).for_each(|g| whole(gpus, g, &mut out)),
-            DeviceId::GpuIndex(n) => {
-                let g = gpus.iter().position(|g| g.index == *n).ok_or_else(|| {
-                    ResolveError::GpuIndexOutOfRange {
-                        origin: origin.clone(),
-                        index: *n,
-                        count: gpus.len(),
-                    }
-                })?;
-                whole(gpus, g, &mut out);
-            }
-            DeviceId::GpuUuid(uuid) => {
-                let g = gpus
-                    .iter()
-                    .position(|g| g.uuid.eq_ignore_ascii_case(uuid))
-                    .ok_or_else(|| ResolveError::UnknownGpu {
-                        origin: origin.clone(),
-                        id: uuid.clone(),
-                        known: gpu_list(gpus),
-                    })?;
-                whole(gpus, g, &mut out);
-            }
+            DeviceId::GpuIndex(n) => whole(gpus, gpu_by_index(&origin, gpus, *n)?, &mut out),
+            DeviceId::GpuUuid(uuid) => whole(gpus, gpu_by_uuid(&origin, gpus, uuid)?, &mut out),
             DeviceId::MigUuid(uuid) => {
                 let sel =
                     find_mig(gpus, |_, m| m.uuid.eq_ignore_ascii_case(uuid)).ok_or_else(|| {
@@ -175,13 +176,7 @@ pub fn resolve(request: &Request, gpus: &[Gpu]) -> Result<Vec<Selected>, Resolve
                 out.push(sel);
             }
             DeviceId::MigIndex(n, m) => {
-                let g = gpus.iter().position(|g| g.index == *n).ok_or_else(|| {
-                    ResolveError::GpuIndexOutOfRange {
-                        origin: origin.clone(),
-                        index: *n,
-                        count: gpus.len(),
-                    }
-                })?;
+                let g = gpu_by_index(&origin, gpus, *n)?;
                 check_mig_active(&origin, id, &gpus[g])?;
                 let count = gpus[g].mig_devices.len();
                 if *m as usize >= count {
@@ -198,14 +193,7 @@ pub fn resolve(request: &Request, gpus: &[Gpu]) -> Result<Vec<Selected>, Resolve
                 });
             }
             DeviceId::LegacyMig { gpu_uuid, gi, ci } => {
-                let g = gpus
-                    .iter()
-                    .position(|g| g.uuid.eq_ignore_ascii_case(gpu_uuid))
-                    .ok_or_else(|| ResolveError::UnknownGpu {
-                        origin: origin.clone(),
-                        id: gpu_uuid.clone(),
-                        known: gpu_list(gpus),
-                    })?;
+                let g = gpu_by_uuid(&origin, gpus, gpu_uuid)?;
                 check_mig_active(&origin, id, &gpus[g])?;
                 let mig = gpus[g]
                     .mig_devices

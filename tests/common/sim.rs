@@ -133,3 +133,9 @@ pub fn shim_link(dir: &Path) -> PathBuf {
     std::os::unix::fs::symlink(MIGWARD, &link).unwrap();
     link
 }
+
+/// Writes an executable shell script at `path`.
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
