@@ -68,7 +68,13 @@ fn run(inv: &Invocation) -> anyhow::Result<std::convert::Infallible> {
 /// `delete` frees the container's lease (poststop does too; both are
 /// idempotent). A broken store must not block the delete: warn only.
 fn release_on_delete(inv: &Invocation, config: &Config) {
-    let Some(id) = inv.id.as_ref().and_then(|i| i.to_str()) else {
+    // An id that could not have a lease is not turned into a path at all.
+    let Some(id) = inv
+        .id
+        .as_ref()
+        .and_then(|i| i.to_str())
+        .filter(|id| validate_id(id).is_ok())
+    else {
         return;
     };
     let store = Store::new(&config.state_dir);
