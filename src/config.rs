@@ -127,6 +127,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_the_defaults() {
+        let text = include_str!("../packaging/config.toml");
+        assert_eq!(
+            Config::parse(text, Path::new("packaging/config.toml")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
     fn bad_config_names_the_problem() {
         let p = Path::new("/etc/migward/config.toml");
         let cases = [

@@ -232,3 +232,34 @@ fn docker_holder_blocks_until_killed_and_removed() {
     let v: Value = serde_json::from_slice(&leases.stdout).unwrap();
     assert_eq!(v["leases"], json!([]), "a lease outlived its container");
 }
+
+#[test]
+fn podman_with_the_shim_as_runtime() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    // podman passes no runtime args: a wrapper names the config, as a node's
+    // /usr/bin/migward-runtime would read /etc/migward/config.toml.
+    let wrapper = sim.path("migward-runc");
+    write_script(
+        &wrapper,
+        &format!(
+            "exec {MIGWARD} runtime --migward-config {} \"$@\"",
+            sim.config().display()
+        ),
+    );
+    let podman = engines::Podman::new(&sim.path("p")).with_runtime(&wrapper);
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let env = format!("CUDA_VISIBLE_DEVICES={}", sim.mig_uuid(2, 3));
+    let out = podman.run_rootfs(&rootfs, &["--env", &env], &["sh", "-c", PROBE]);
+    let text = engines::expect_success(&out, "podman --runtime migward");
+    // gpu2 gi4: G = 3 + 270 + 36 = 309.
+    assert_eq!(probe_lines(&text), expected_nodes(2, 309, 310));
+    let out = podman.run_rootfs(&rootfs, &[], &["sh", "-c", PROBE]);
+    assert_eq!(
+        probe_lines(&engines::expect_success(&out, "no request")),
+        Vec::<String>::new()
+    );
+    let leases = sim.run(&["leases", "--json"]);
+    let v: Value = serde_json::from_slice(&leases.stdout).unwrap();
+    assert_eq!(v["leases"], json!([]), "a lease outlived its container");
+}
