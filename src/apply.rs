@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::lease::liveness::ProcessId;
-use crate::lease::{Holder, Lease, LeaseError, Store};
+use crate::lease::{Acquired, Holder, Lease, LeaseError, Store};
 use crate::plan::{Plan, PlanError};
 use crate::request::{Request, RequestError, RequestPolicy};
 use crate::shim::edit;
@@ -67,6 +67,7 @@ pub struct HolderOf<'a> {
     pub creator: Option<ProcessId>,
     pub init: Option<ProcessId>,
     pub runtime_root: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Takes the lease for `plan`; stale holders in the way are reclaimed and
@@ -77,7 +78,7 @@ pub fn take_lease(
     plan: &Plan,
     who: HolderOf,
     on_reclaim: &mut dyn FnMut(String),
-) -> Result<(), ApplyError> {
+) -> Result<Acquired, ApplyError> {
     let lease = Lease::new(
         Holder {
             container_id: who.id.to_string(),
@@ -85,6 +86,7 @@ pub fn take_lease(
             creator: who.creator,
             init: who.init,
             runtime_root: who.runtime_root,
+            pid_file: who.pid_file,
             since: crate::shim::log::rfc3339(std::time::SystemTime::now()),
             labels: crate::lease::labels_from_spec(spec),
         },
@@ -120,10 +122,80 @@ pub fn release_hook(config: &Config) -> Result<Value, ApplyError> {
     }))
 }
 
-/// The whole spec edit: engine-provided NVIDIA nodes out, the plan's nodes,
-/// rules and env in, and the release hook.
-pub fn edit_spec(spec: &mut Value, plan: &Plan, config: &Config) -> Result<(), ApplyError> {
-    edit::strip_nvidia(spec);
+/// The majors of NVIDIA devices on this host: 195, and the uvm and caps
+/// majors from `/proc/devices` when it can be read (no NVML needed).
+pub fn gpu_majors(config: &Config) -> Vec<u64> {
+    let mut majors = vec![u64::from(crate::simulate::NVIDIA_MAJOR)];
+    if let Ok(m) = crate::inventory::procfs::HostFiles::new(&config.host_root).majors() {
+        majors.extend(
+            [Some(m.nvidia), m.uvm, m.caps]
+                .into_iter()
+                .flatten()
+                .map(u64::from),
+        );
+    }
+    majors.sort_unstable();
+    majors.dedup();
+    majors
+}
+
+/// The first NVIDIA device (of `majors`) the spec grants that is not in
+/// `plan`: an engine's `--device` or device-cgroup rule for another tenant's
+/// instance. The hook cannot remove it from a live container, so it refuses.
+pub fn foreign_gpu_device(spec: &Value, plan: &Plan, majors: &[u64]) -> Option<String> {
+    let planned = |major: u64, minor: Option<u64>| {
+        minor.is_some_and(|mi| {
+            plan.devices
+                .iter()
+                .any(|d| u64::from(d.major) == major && u64::from(d.minor) == mi)
+        })
+    };
+    let entries = |ptr: &str| {
+        spec.pointer(ptr)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for d in entries("/linux/devices") {
+        let (Some(major), minor) = (d["major"].as_u64(), d["minor"].as_u64()) else {
+            continue;
+        };
+        if majors.contains(&major) && d["type"] != "b" && !planned(major, minor) {
+            return Some(format!(
+                "device {} (c {major}:{})",
+                d["path"].as_str().unwrap_or("?"),
+                minor.map(|m| m.to_string()).unwrap_or("*".into())
+            ));
+        }
+    }
+    for r in entries("/linux/resources/devices") {
+        let Some(major) = r["major"].as_u64() else {
+            continue;
+        };
+        let minor = r["minor"].as_u64();
+        if r["allow"] == true
+            && majors.contains(&major)
+            && r["type"] != "b"
+            && !planned(major, minor)
+        {
+            return Some(format!(
+                "cgroup rule c {major}:{}",
+                minor.map(|m| m.to_string()).unwrap_or("*".into())
+            ));
+        }
+    }
+    None
+}
+
+/// The whole spec edit: engine-provided NVIDIA nodes (of `majors`) out,
+/// the plan's nodes, rules and env in, and the release hook.
+pub fn edit_spec(
+    spec: &mut Value,
+    plan: &Plan,
+    config: &Config,
+    majors: &[u64],
+) -> Result<(), ApplyError> {
+    edit::strip_nvidia(spec, majors);
     edit::apply_plan(spec, plan);
     edit::add_hook(spec, "poststop", release_hook(config)?);
     Ok(())

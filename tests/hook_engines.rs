@@ -361,3 +361,28 @@ fn hook_killed_after_the_lease_leaves_nothing_held() {
     );
     assert_eq!(leases(&sim), Vec::<Value>::new());
 }
+
+#[test]
+fn hook_refuses_a_spec_that_already_grants_another_instance() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let root = sim.path("runc");
+    let cuda = format!("CUDA_VISIBLE_DEVICES={}", sim.mig_uuid(0, 0));
+    let bundle = hooked_bundle(&sim, "foreign", &[&cuda], &["true"]);
+    let mut cfg = load_config(&bundle);
+    // `podman run --device /dev/nvidia-caps/nvidia-cap30:/dev/x`: gi3's cap.
+    cfg["linux"]["devices"] = json!([{"path": "/dev/x", "type": "c", "major": 508, "minor": 30, "fileMode": 0o666, "uid": 0, "gid": 0}]);
+    save_config(&bundle, &cfg);
+    let out = runc(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "foreign"],
+    );
+    let err = engines::expect_failure(&out, "spec with another tenant's cap");
+    assert!(
+        err.contains(
+            "already grants device /dev/x (c 508:30), which is not part of its GPU request"
+        ),
+        "{err}"
+    );
+    assert_eq!(leases(&sim), Vec::<Value>::new());
+}

@@ -132,6 +132,12 @@ fn second_container_is_refused_until_the_first_exits() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
+    // A delete the runtime refuses (the container runs, no --force) keeps
+    // the lease.
+    let out = engines::output(h.shim().args(["delete", "holder-a"]));
+    engines::expect_failure(&out, "delete of a running container");
+    assert_eq!(h.leases().len(), 1, "a refused delete freed the lease");
+
     let other = h.bundle("c", &y, &["true"]);
     engines::expect_success(&h.run(&other, "other-c"), "another instance");
 

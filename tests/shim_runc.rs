@@ -25,16 +25,31 @@ fn runc_container_gets_exactly_its_instance() {
     let sim = Sim::new("a100x4-mixed");
     let link = shim_link(sim.dir.path());
     let uuid = sim.mig_uuid(1, 1);
+    let probe = format!("{PROBE}; cat /other-cap 2>&1; echo");
     let bundle = runc_bundle(
         sim.dir.path(),
-        &["sh", "-c", PROBE],
+        &["sh", "-c", &probe],
         &[&format!("CUDA_VISIBLE_DEVICES={uuid}")],
     );
-    // A node of another instance (gpu0 gi1's cap), put there by hand under a
-    // name the shim does not manage: the cgroup must refuse it.
+    // An engine granting another tenant's cap under another name (docker
+    // `--device /dev/nvidia-caps/nvidia-cap12:/dev/other-cap` plus a rule
+    // for every caps minor): the shim strips both, by device number.
     let mut cfg = load_config(&bundle);
     cfg["linux"]["devices"] = json!([{"path": "/dev/other-cap", "type": "c", "major": 508, "minor": 12, "fileMode": 0o666, "uid": 0, "gid": 0}]);
+    cfg["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"allow": true, "type": "c", "major": 508, "access": "rwm"}));
     save_config(&bundle, &cfg);
+    // A node of another instance made by hand in the image: it exists in the
+    // container, and the device cgroup must refuse it.
+    nix::sys::stat::mknod(
+        &bundle.join("rootfs/other-cap"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(508, 12),
+    )
+    .unwrap();
     let out = shim(
         &sim,
         &link,
@@ -42,10 +57,11 @@ fn runc_container_gets_exactly_its_instance() {
         &["run", "--bundle", bundle.to_str().unwrap(), "mw-runc-1"],
     );
     let text = engines::expect_success(&out, "shim run");
-    let mut want = expected_nodes(1, 156, 157);
-    want.push("/dev/other-cap: cat: can't open '/dev/other-cap': Operation not permitted".into());
-    want.sort();
-    assert_eq!(probe_lines(&text), want);
+    assert_eq!(probe_lines(&text), expected_nodes(1, 156, 157));
+    assert!(
+        text.contains("cat: can't open '/other-cap': Operation not permitted"),
+        "{text}"
+    );
     let cfg = load_config(&bundle);
     let env: Vec<&str> = cfg["process"]["env"]
         .as_array()
@@ -81,6 +97,33 @@ fn runc_container_without_request_sees_no_nvidia_node() {
     );
     let text = engines::expect_success(&out, "shim run");
     assert_eq!(probe_lines(&text), Vec::<String>::new());
+
+    // With env requests off, an image's NVIDIA_VISIBLE_DEVICES=all is no
+    // request, and becomes `void` so no runtime below adds GPUs either.
+    let config = std::fs::read_to_string(sim.config()).unwrap();
+    std::fs::write(sim.config(), format!("{config}env_requests = false\n")).unwrap();
+    let mut cfg = load_config(&bundle);
+    cfg["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("NVIDIA_VISIBLE_DEVICES=all"));
+    save_config(&bundle, &cfg);
+    let out = shim(
+        &sim,
+        &link,
+        &sim.path("runc"),
+        &["run", "--bundle", bundle.to_str().unwrap(), "mw-runc-3"],
+    );
+    let text = engines::expect_success(&out, "shim run, env requests off");
+    assert_eq!(probe_lines(&text), Vec::<String>::new());
+    let env = load_config(&bundle)["process"]["env"].clone();
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&json!("NVIDIA_VISIBLE_DEVICES=void")),
+        "{env}"
+    );
+    assert!(sim.list()["gpus"][0]["mig_devices"][0]["holder"].is_null());
 }
 
 #[test]

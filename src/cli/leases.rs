@@ -67,9 +67,19 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Action::Release { target, force }) => {
+            // A corrupt lease file can only be named by its container id.
+            if let Err(e @ LeaseError::Corrupt { .. }) = store.get(target) {
+                if !force {
+                    return Err(anyhow::Error::from(e).context("pass --force to remove it"));
+                }
+                store.release(target)?;
+                println!("removed the corrupt lease file of container {target}");
+                return Ok(ExitCode::SUCCESS);
+            }
             let target_lc = target.to_ascii_lowercase();
             let lease = store
-                .all()?
+                .scan()?
+                .0
                 .into_iter()
                 .find(|l| {
                     l.holder.container_id == *target
@@ -106,6 +116,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                         .ok_or_else(|| anyhow::anyhow!("process {holder_pid} does not exist"))?,
                 ),
                 runtime_root: None,
+                pid_file: None,
                 since: crate::shim::log::rfc3339(std::time::SystemTime::now()),
                 labels: Default::default(),
             };
@@ -123,7 +134,10 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
-    let leases = store.all()?;
+    let (leases, corrupt) = store.scan()?;
+    for e in &corrupt {
+        eprintln!("migward: {}", crate::chain(e));
+    }
     if as_json {
         let out: Vec<_> = leases
             .iter()

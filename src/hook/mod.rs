@@ -20,7 +20,7 @@ pub mod nodes;
 use crate::apply::{self, ApplyError, HolderOf};
 use crate::config::Config;
 use crate::lease::liveness::ProcessId;
-use crate::lease::Store;
+use crate::lease::{Acquired, Store};
 use crate::plan::Plan;
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,10 +43,12 @@ pub struct State {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("cannot read stdin: {0}")]
+    #[error("cannot read stdin")]
     Read(#[from] std::io::Error),
-    #[error("the container state on stdin is not OCI state JSON: {0}")]
+    #[error("the container state on stdin is not OCI state JSON")]
     Parse(#[from] serde_json::Error),
+    #[error("cannot write the edited config.json to stdout")]
+    Write(#[source] std::io::Error),
     #[error("the container state has no {0}: run this hook at createRuntime or prestart")]
     MissingField(&'static str),
     #[error(transparent)]
@@ -63,6 +65,8 @@ pub enum HookError {
     },
     #[error("container {id}: {reason}")]
     Nodes { id: String, reason: String },
+    #[error("container {id}: its spec already grants {what}, which is not part of its GPU request: remove the --device or device-cgroup rule, or use the runtime shim, which strips them")]
+    Foreign { id: String, what: String },
     #[error("hook stage {0} runs inside the container, where a hook can be made to load the image's code as root (CVE-2025-23266): use createRuntime (or prestart) and poststop")]
     InsideContainer(String),
     #[error("unknown hook stage {0:?}: use createRuntime, prestart, poststop or precreate")]
@@ -142,8 +146,15 @@ pub fn create_runtime(
         creator: None,
         init: ProcessId::of(pid),
         runtime_root: None,
+        pid_file: None,
     };
-    apply::take_lease(config, &spec, &plan, who, &mut |m| warn(m))?;
+    if let Some(what) = apply::foreign_gpu_device(&spec, &plan, &apply::gpu_majors(config)) {
+        return Err(HookError::Foreign {
+            id: state.id.clone(),
+            what,
+        });
+    }
+    let acquired = apply::take_lease(config, &spec, &plan, who, &mut |m| warn(m))?;
     if already_applied(&spec, &plan) {
         return Ok(());
     }
@@ -163,7 +174,7 @@ pub fn create_runtime(
                 reason,
             })
         });
-    if result.is_err() {
+    if result.is_err() && acquired == Acquired::New {
         let _ = Store::new(&config.state_dir).release(&id);
     }
     result
@@ -225,15 +236,17 @@ pub fn precreate(
     let mut spec = crate::spec::parse(Path::new("config.json on stdin"), &bytes)?;
     let Some(plan) = apply::gpu_plan(config, &spec, "(precreate)")? else {
         // Strip engine-provided NVIDIA nodes; echo the input otherwise.
-        if crate::shim::edit::strip_nvidia(&mut spec) {
-            serde_json::to_writer(&mut output, &spec)?;
+        let majors = apply::gpu_majors(config);
+        let stripped = crate::shim::edit::strip_nvidia(&mut spec, &majors);
+        if stripped | crate::shim::edit::void_visible_devices(&mut spec) {
+            serde_json::to_writer(&mut output, &spec).map_err(|e| HookError::Write(e.into()))?;
         } else {
-            output.write_all(&bytes)?;
+            output.write_all(&bytes).map_err(HookError::Write)?;
         }
         return Ok(());
     };
     plan.warnings.iter().for_each(|w| warn(w.clone()));
-    apply::edit_spec(&mut spec, &plan, config)?;
+    apply::edit_spec(&mut spec, &plan, config, &apply::gpu_majors(config))?;
     let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
     let mut args = vec![Value::from("migward")];
     if let Some(source) = &config.source {
@@ -248,7 +261,7 @@ pub fn precreate(
         "createRuntime",
         serde_json::json!({"path": exe, "args": args, "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "timeout": 10}),
     );
-    serde_json::to_writer(&mut output, &spec)?;
+    serde_json::to_writer(&mut output, &spec).map_err(|e| HookError::Write(e.into()))?;
     Ok(())
 }
 

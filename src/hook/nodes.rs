@@ -129,7 +129,24 @@ fn make_node(dir: &OwnedFd, name: &str, node: &DeviceNode, shown: &Path) -> Resu
     })?;
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     match kind {
-        SFlag::S_IFCHR if st.st_rdev == dev => Ok(()),
+        SFlag::S_IFCHR if st.st_rdev == dev => {
+            // Ours from an earlier run, or the image's: make the mode the
+            // planned one. It is a char node (checked without following
+            // links), so the no-follow chmod cannot reach elsewhere.
+            if st.st_mode & 0o7777 != node.mode {
+                nix::sys::stat::fchmodat(
+                    Some(dir.as_raw_fd()),
+                    name,
+                    mode,
+                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                )
+                .map_err(|errno| NodeError::Create {
+                    path: shown.to_path_buf(),
+                    errno,
+                })?;
+            }
+            Ok(())
+        }
         SFlag::S_IFLNK => Err(NodeError::Unsafe {
             path: shown.to_path_buf(),
         }),
@@ -245,6 +262,13 @@ mod tests {
             },
         ];
         create_nodes(dir.path(), &nodes).unwrap();
+        // A second run, after the mode was changed, restores it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("dev/nvidiactl"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         create_nodes(dir.path(), &nodes).unwrap();
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let m = std::fs::symlink_metadata(dir.path().join("dev/nvidia-caps/nvidia-cap12")).unwrap();

@@ -37,13 +37,23 @@ pub enum LeaseError {
         labels: String,
         since: String,
     },
-    #[error("lease file {path} is corrupt ({reason}): inspect it, then remove it with `migward leases release --force` or by hand")]
-    Corrupt { path: PathBuf, reason: String },
+    #[error("lease file {path} is corrupt ({reason}): inspect it, then remove it with `migward leases release {id} --force`")]
+    Corrupt {
+        path: PathBuf,
+        id: String,
+        reason: String,
+    },
     #[error("lease store {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("container {id} already holds {what} under runtime root {root}, and it is still live: a live container cannot be created again or change its GPUs; delete it first")]
+    IdInUse {
+        id: String,
+        what: String,
+        root: String,
     },
     #[error("no lease matches {0}: see `migward leases`")]
     NotFound(String),
@@ -146,13 +156,18 @@ pub struct Holder {
     pub init: Option<ProcessId>,
     /// The runtime's state root (`--root`), where runc keeps `<id>/state.json`.
     pub runtime_root: Option<PathBuf>,
+    /// The runtime's `--pid-file`: the container's init pid once created,
+    /// for runtimes that keep no runc-style `state.json` (crun).
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
     /// RFC 3339.
     pub since: String,
     pub labels: BTreeMap<String, String>,
 }
 
+/// A lease file. Unknown fields are accepted (a newer migward may add
+/// some); a file that does not parse at all is corrupt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Lease {
     pub version: u32,
     pub holder: Holder,
@@ -176,11 +191,26 @@ impl Lease {
         if self.holder.creator.is_some_and(|c| c.alive()) {
             return true;
         }
-        self.holder
+        if let Some(init) = self
+            .holder
             .runtime_root
             .as_deref()
             .and_then(|root| runc_init(root, &self.holder.container_id))
-            .is_some_and(|init| init.alive())
+        {
+            return init.alive();
+        }
+        // Other runtimes: the pid file, trusting a process that started
+        // after the lease was taken (the creator's start time). A pid reused
+        // since then would be taken for the init: a small window that
+        // runc's state.json, with its recorded start time, does not have.
+        let taken = self.holder.creator.map(|c| c.start_time).unwrap_or(0);
+        self.holder
+            .pid_file
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .and_then(ProcessId::of)
+            .is_some_and(|p| p.start_time >= taken && p.alive())
     }
 
     pub fn labels_text(&self) -> String {
@@ -220,6 +250,15 @@ pub fn labels_from_spec(spec: &serde_json::Value) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// What an acquire did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// A new lease file was written: undo it with a release on failure.
+    New,
+    /// The container already held exactly this lease: leave it alone.
+    Renewed,
 }
 
 /// The lease store under a state dir.
@@ -268,27 +307,58 @@ impl Store {
         let text = std::fs::read(path).map_err(self.io(path))?;
         serde_json::from_slice(&text).map_err(|e| LeaseError::Corrupt {
             path: path.to_path_buf(),
+            id: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             reason: e.to_string(),
         })
     }
 
     /// Every lease, in container-id order.
+    /// Every lease; a corrupt file is an error (an acquire must never
+    /// grant past a lease it cannot read).
     pub fn all(&self) -> Result<Vec<Lease>, LeaseError> {
+        let (leases, mut corrupt) = self.scan()?;
+        match corrupt.pop() {
+            Some(e) => Err(e),
+            None => Ok(leases),
+        }
+    }
+
+    /// Every readable lease, and the errors of the files that are not (for
+    /// `migward leases`, which must still show and free them).
+    pub fn scan(&self) -> Result<(Vec<Lease>, Vec<LeaseError>), LeaseError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), Vec::new()))
+            }
             Err(e) => return Err(self.io(&self.dir)(e)),
         };
-        let mut out = Vec::new();
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
         for entry in entries {
             let path = entry.map_err(self.io(&self.dir))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".json") && !name.starts_with('.') {
-                out.push(self.read(&path)?);
+                match self.read(&path) {
+                    Ok(lease) => out.push(lease),
+                    Err(e) => bad.push(e),
+                }
             }
         }
         out.sort_by(|a, b| a.holder.container_id.cmp(&b.holder.container_id));
-        Ok(out)
+        Ok((out, bad))
+    }
+
+    /// The lease of container `id`, if any.
+    pub fn get(&self, id: &str) -> Result<Option<Lease>, LeaseError> {
+        validate_id(id)?;
+        let path = self.path_of(id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        self.read(&path).map(Some)
     }
 
     fn write(&self, lease: &Lease) -> Result<(), LeaseError> {
@@ -332,18 +402,42 @@ impl Store {
     }
 
     /// Takes `lease` for its container, or fails naming the holder of the
-    /// first unit in the way. Same container id again replaces its lease.
-    /// Stale holders in the way are reclaimed; `on_reclaim` hears of each.
+    /// first unit in the way. Stale holders in the way are reclaimed;
+    /// `on_reclaim` hears of each.
+    ///
+    /// The same container id again with the same units (a restart, a
+    /// retried create) is granted as [`Acquired::Renewed`] and its file is
+    /// left as it is; a live lease of that id with other units, or from
+    /// another runtime root, is refused rather than overwritten.
     pub fn acquire(
         &self,
         lease: &Lease,
         on_reclaim: &mut dyn FnMut(&Lease),
-    ) -> Result<(), LeaseError> {
+    ) -> Result<Acquired, LeaseError> {
         validate_id(&lease.holder.container_id)?;
         let _lock = self.lock()?;
+        let mut renewed = false;
         for other in self.all()? {
             if other.holder.container_id == lease.holder.container_id {
-                continue;
+                if !other.live() {
+                    continue;
+                }
+                if other.units == lease.units
+                    && other.holder.runtime_root == lease.holder.runtime_root
+                {
+                    renewed = true;
+                    continue;
+                }
+                return Err(LeaseError::IdInUse {
+                    id: other.holder.container_id.clone(),
+                    what: other.units.first().map(Unit::describe).unwrap_or_default(),
+                    root: other
+                        .holder
+                        .runtime_root
+                        .as_deref()
+                        .map(|r| r.display().to_string())
+                        .unwrap_or_else(|| "(hook)".into()),
+                });
             }
             let Some((mine, _)) = lease
                 .units
@@ -365,7 +459,11 @@ impl Store {
             self.log_event("reclaim", &other);
             on_reclaim(&other);
         }
-        self.write(lease)
+        if renewed {
+            return Ok(Acquired::Renewed);
+        }
+        self.write(lease)?;
+        Ok(Acquired::New)
     }
 
     /// Frees the lease of container `id`; false if it held none.
@@ -386,25 +484,12 @@ impl Store {
         Ok(removed)
     }
 
-    /// Records the container's init process (hooks learn it from the state).
-    pub fn set_init(&self, id: &str, init: ProcessId) -> Result<bool, LeaseError> {
-        validate_id(id)?;
-        let _lock = self.lock()?;
-        let path = self.path_of(id);
-        if !path.exists() {
-            return Ok(false);
-        }
-        let mut lease = self.read(&path)?;
-        lease.holder.init = Some(init);
-        self.write(&lease)?;
-        Ok(true)
-    }
-
     /// Removes every stale lease; returns them.
     pub fn gc(&self) -> Result<Vec<Lease>, LeaseError> {
         let _lock = self.lock()?;
         let mut freed = Vec::new();
-        for lease in self.all()? {
+        // Corrupt files are left for a person to look at (`leases` lists them).
+        for lease in self.scan()?.0 {
             if !lease.live() {
                 self.remove(&lease.holder.container_id)?;
                 self.log_event("reclaim", &lease);

@@ -19,6 +19,7 @@ fn holder(id: &str, creator: Option<ProcessId>) -> Holder {
         creator,
         init: None,
         runtime_root: None,
+        pid_file: None,
         since: "2026-11-21T06:00:00Z".into(),
         labels: BTreeMap::new(),
     }
@@ -100,13 +101,41 @@ fn live_holder_refuses_stale_holder_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let a = Lease::new(holder("a", me()), vec![unit("G", Some(1), None)]);
-    store
-        .acquire(&a, &mut |_| panic!("nothing to reclaim"))
-        .unwrap();
-    // Same container again (restart) is granted.
-    store
-        .acquire(&a, &mut |_| panic!("nothing to reclaim"))
-        .unwrap();
+    assert_eq!(
+        store
+            .acquire(&a, &mut |_| panic!("nothing to reclaim"))
+            .unwrap(),
+        Acquired::New
+    );
+    // Same container again (restart, retried create) is granted, untouched.
+    assert_eq!(
+        store
+            .acquire(&a, &mut |_| panic!("nothing to reclaim"))
+            .unwrap(),
+        Acquired::Renewed
+    );
+    // The same id asking for other units while live is refused, not
+    // overwritten; so is the same id from another runtime root.
+    let moved = Lease::new(holder("a", me()), vec![unit("G", Some(4), None)]);
+    let err = store.acquire(&moved, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("container a already holds GPU 0 GI 1"),
+        "{err}"
+    );
+    let mut other_root = holder("a", me());
+    other_root.runtime_root = Some("/run/containerd/runc/other".into());
+    let err = store
+        .acquire(
+            &Lease::new(other_root, vec![unit("G", Some(1), None)]),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a live container cannot be created again"),
+        "{err}"
+    );
+    assert_eq!(store.all().unwrap()[0].units, a.units);
     let b = Lease::new(holder("b", me()), vec![unit("G", Some(1), None)]);
     let err = store.acquire(&b, &mut |_| {}).unwrap_err().to_string();
     assert!(
@@ -247,4 +276,56 @@ fn labels_come_from_annotations() {
     let labels = labels_from_spec(&spec);
     assert_eq!(labels.len(), 2);
     assert_eq!(labels["compose_service"], "trainer");
+}
+
+#[test]
+fn pid_file_liveness_for_other_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("init.pid");
+    // A creator that is gone, started at the same tick as this process.
+    let gone = me().map(|p| ProcessId {
+        pid: u32::MAX - 1,
+        ..p
+    });
+    let mut h = holder("crun-1", gone);
+    h.runtime_root = Some(dir.path().join("crun"));
+    h.pid_file = Some(pid_file.clone());
+    let lease = Lease::new(h, vec![unit("G", Some(1), None)]);
+    assert!(!lease.live(), "no pid file yet and the creator is gone");
+    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    assert!(
+        lease.live(),
+        "the pid file names a live process started after the lease"
+    );
+    std::fs::write(&pid_file, "1").unwrap();
+    assert!(!lease.live(), "pid 1 started before the lease was taken");
+}
+
+#[test]
+fn scan_reports_corrupt_files_and_get_reads_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    store
+        .acquire(
+            &Lease::new(holder("good", me()), vec![unit("G", Some(1), None)]),
+            &mut |_| {},
+        )
+        .unwrap();
+    std::fs::write(dir.path().join("leases/bad.json"), "{").unwrap();
+    let (ok, bad) = store.scan().unwrap();
+    assert_eq!(ok.len(), 1);
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0]
+            .to_string()
+            .contains("migward leases release bad --force"),
+        "{}",
+        bad[0]
+    );
+    assert!(store.get("good").unwrap().is_some());
+    assert!(store.get("none").unwrap().is_none());
+    assert!(store.get("bad").is_err());
+    // gc leaves the corrupt file for a person, and frees nothing live.
+    assert!(store.gc().unwrap().is_empty());
+    assert!(dir.path().join("leases/bad.json").exists());
 }

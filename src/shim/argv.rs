@@ -6,13 +6,22 @@ use std::path::PathBuf;
 
 /// runc global flags that take a value.
 const GLOBAL_VALUE_FLAGS: &[&str] = &["--root", "--log", "--log-format", "--criu", "--rootless"];
-/// `create`/`run` flags that take a value.
+/// Flags of `create`, `run` and `restore` that take a value (runc 1.1 and
+/// 1.2).
 const VERB_VALUE_FLAGS: &[&str] = &[
     "--bundle",
     "-b",
     "--console-socket",
     "--pid-file",
     "--preserve-fds",
+    "--pidfd-socket",
+    "--image-path",
+    "--work-path",
+    "--parent-path",
+    "--manage-cgroups-mode",
+    "--empty-ns",
+    "--lsm-profile",
+    "--lsm-mount-context",
 ];
 
 /// Our own flag, for docker's `runtimeArgs`; removed before exec.
@@ -28,6 +37,8 @@ pub struct Invocation {
     pub log: Option<PathBuf>,
     /// runc's `--root`: where it keeps container state.
     pub root: Option<PathBuf>,
+    /// `create --pid-file`: where the runtime writes the init's pid.
+    pub pid_file: Option<PathBuf>,
     pub log_format_json: bool,
     pub id: Option<OsString>,
 }
@@ -87,6 +98,7 @@ pub fn scan(args: &[OsString]) -> Invocation {
                 "--root" => inv.root = value.map(PathBuf::from),
                 "--log-format" => inv.log_format_json = value.is_some_and(|v| v == "json"),
                 "--bundle" | "-b" => inv.bundle = value.map(PathBuf::from),
+                "--pid-file" => inv.pid_file = value.map(PathBuf::from),
                 _ => {}
             }
         } else if arg.to_str().is_some_and(|s| s.starts_with('-')) {

@@ -6,8 +6,6 @@ use serde_json::{json, Map, Value};
 
 /// Prefix of every NVIDIA device node path.
 const NVIDIA_DEV_PREFIX: &str = "/dev/nvidia";
-/// The NVIDIA character major (195 on every driver).
-const NVIDIA_MAJOR: u64 = 195;
 
 fn object_at<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     let obj = v
@@ -60,28 +58,33 @@ pub fn is_privileged(spec: &Value) -> bool {
     sys_admin || all_devices
 }
 
-/// Removes every NVIDIA node an engine put into the spec (devices, allow
-/// rules for them, bind mounts of /dev/nvidia*), so a container gets exactly
-/// the planned nodes or none. Returns whether anything changed.
-pub fn strip_nvidia(spec: &mut Value) -> bool {
+/// Removes every NVIDIA node an engine put into the spec, so a container
+/// gets exactly the planned nodes or none: device entries at a
+/// `/dev/nvidia*` path or of an NVIDIA major (`majors`: 195 and the uvm and
+/// caps majors), allow rules for those majors (any minor, wildcards
+/// included: `--device-cgroup-rule 'c 508:* rwm'`), and bind mounts onto
+/// `/dev/nvidia*`. Returns whether anything changed.
+pub fn strip_nvidia(spec: &mut Value, majors: &[u64]) -> bool {
     let mut changed = false;
-    let mut removed: Vec<(u64, u64)> = Vec::new();
+    let gpu_major = |v: &Value| {
+        v.get("major")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| majors.contains(&m))
+    };
     if let Some(devs) = spec
         .pointer_mut("/linux/devices")
         .and_then(Value::as_array_mut)
     {
+        let before = devs.len();
         devs.retain(|d| {
-            let nvidia = d
+            let at_nvidia_path = d
                 .get("path")
                 .and_then(Value::as_str)
                 .is_some_and(|p| p.starts_with(NVIDIA_DEV_PREFIX));
-            if nvidia {
-                let num = |k| d.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX);
-                removed.push((num("major"), num("minor")));
-            }
-            !nvidia
+            let char_dev = d.get("type").and_then(Value::as_str) != Some("b");
+            !(at_nvidia_path || (char_dev && gpu_major(d)))
         });
-        changed |= !removed.is_empty();
+        changed |= devs.len() != before;
     }
     if let Some(rules) = spec
         .pointer_mut("/linux/resources/devices")
@@ -90,14 +93,8 @@ pub fn strip_nvidia(spec: &mut Value) -> bool {
         let before = rules.len();
         rules.retain(|r| {
             let allow = r.get("allow").and_then(Value::as_bool).unwrap_or(false);
-            let major = r.get("major").and_then(Value::as_u64);
-            let minor = r.get("minor").and_then(Value::as_u64);
-            let ours = match (major, minor) {
-                (Some(ma), Some(mi)) => ma == NVIDIA_MAJOR || removed.contains(&(ma, mi)),
-                (Some(ma), None) => ma == NVIDIA_MAJOR,
-                _ => false,
-            };
-            !(allow && ours)
+            let char_rule = r.get("type").and_then(Value::as_str) != Some("b");
+            !(allow && char_rule && gpu_major(r))
         });
         changed |= rules.len() != before;
     }
@@ -109,6 +106,34 @@ pub fn strip_nvidia(spec: &mut Value) -> bool {
                 .is_some_and(|d| d.starts_with(NVIDIA_DEV_PREFIX))
         });
         changed |= mounts.len() != before;
+    }
+    changed
+}
+
+/// For a container without a GPU request: `NVIDIA_VISIBLE_DEVICES` becomes
+/// `void`, so that a runtime below migward (nvidia-container-runtime) adds
+/// no GPU either; an image's `NVIDIA_VISIBLE_DEVICES=all` would otherwise
+/// hand it every GPU, unleased. Returns whether anything changed.
+pub fn void_visible_devices(spec: &mut Value) -> bool {
+    let Some(env) = spec
+        .pointer_mut("/process/env")
+        .and_then(Value::as_array_mut)
+    else {
+        return false;
+    };
+    let mut changed = false;
+    for e in env.iter_mut() {
+        let Some(value) = e
+            .as_str()
+            .and_then(|s| s.strip_prefix("NVIDIA_VISIBLE_DEVICES="))
+        else {
+            continue;
+        };
+        let v = value.trim();
+        if !(v.is_empty() || v.eq_ignore_ascii_case("void") || v.eq_ignore_ascii_case("none")) {
+            *e = json!("NVIDIA_VISIBLE_DEVICES=void");
+            changed = true;
+        }
     }
     changed
 }
@@ -214,10 +239,12 @@ mod tests {
     fn strip_removes_engine_nvidia_nodes_only() {
         let mut spec = json!({
             "mounts": [{"destination": "/dev/nvidia0", "source": "/dev/nvidia0"}, {"destination": "/proc"}],
-            "linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}, {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}],
-                      "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rw"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
+            "linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}, {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
+                                  {"path": "/dev/x", "type": "c", "major": 508, "minor": 30}],
+                      "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rw"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+                                                {"allow": true, "type": "c", "major": 508, "access": "rwm"}, {"allow": true, "type": "c", "major": 511, "minor": 1, "access": "rwm"}]}}
         });
-        assert!(strip_nvidia(&mut spec));
+        assert!(strip_nvidia(&mut spec, &[195, 508, 511]));
         assert_eq!(
             spec,
             json!({
@@ -226,7 +253,38 @@ mod tests {
                           "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
             })
         );
-        assert!(!strip_nvidia(&mut spec));
+        assert!(!strip_nvidia(&mut spec, &[195, 508, 511]));
+    }
+
+    #[test]
+    fn visible_devices_become_void_without_a_request() {
+        let cases = [
+            (
+                json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=all", "A=1"]}}),
+                true,
+                json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=void", "A=1"]}}),
+            ),
+            (
+                json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=void"]}}),
+                false,
+                json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=void"]}}),
+            ),
+            (
+                json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES="]}}),
+                false,
+                json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES="]}}),
+            ),
+            (
+                json!({"process": {"env": ["A=1"]}}),
+                false,
+                json!({"process": {"env": ["A=1"]}}),
+            ),
+            (json!({}), false, json!({})),
+        ];
+        for (mut spec, changed, want) in cases {
+            assert_eq!(void_visible_devices(&mut spec), changed, "{spec}");
+            assert_eq!(spec, want);
+        }
     }
 
     #[test]

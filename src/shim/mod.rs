@@ -19,7 +19,7 @@ pub use argv::{scan, Invocation, CONFIG_FLAG};
 use crate::apply;
 use crate::config::Config;
 use crate::lease::liveness::ProcessId;
-use crate::lease::{validate_id, Store};
+use crate::lease::{validate_id, Acquired, Store};
 use anyhow::bail;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -45,15 +45,29 @@ pub fn main(args: &[OsString]) -> ExitCode {
 const DEFAULT_RUNC_ROOT: &str = "/run/runc";
 
 fn run(inv: &Invocation) -> anyhow::Result<std::convert::Infallible> {
-    let config = Config::load(inv.config.as_deref())?;
-    let leased = match inv.verb.as_deref() {
-        Some("create" | "run") => prepare(inv, &config)?,
-        Some("delete") => {
-            release_on_delete(inv, &config);
-            None
+    let creates = matches!(inv.verb.as_deref(), Some("create" | "run" | "restore"));
+    let config = match Config::load(inv.config.as_deref()) {
+        Ok(c) => c,
+        // A typo in the config must not stop `state`, `kill` or `delete` of
+        // running containers: those fall back to the defaults, loudly.
+        Err(e) if !creates => {
+            eprintln!(
+                "migward-runtime: warning: {}; using the default config for `{}`",
+                crate::chain(&e),
+                inv.verb.as_deref().unwrap_or("")
+            );
+            Config::default()
         }
-        _ => None,
+        Err(e) => return Err(e.into()),
     };
+    let leased = if creates {
+        prepare(inv, &config)?
+    } else {
+        None
+    };
+    if inv.verb.as_deref() == Some("delete") {
+        delete(inv, &config);
+    }
     let err = Command::new(&config.runtime).args(&inv.passthrough).exec();
     if let Some(id) = leased {
         // The container will never exist: give the instance back now.
@@ -65,25 +79,48 @@ fn run(inv: &Invocation) -> anyhow::Result<std::convert::Infallible> {
     )
 }
 
-/// `delete` frees the container's lease (poststop does too; both are
-/// idempotent). A broken store must not block the delete: warn only.
-fn release_on_delete(inv: &Invocation, config: &Config) {
+/// `delete`: run the real runtime's delete as a child and free the lease
+/// only once it succeeded (a refused delete leaves a running container,
+/// which keeps its instance), then exit as it did. poststop releases too;
+/// both are idempotent. A broken store must not block the delete.
+fn delete(inv: &Invocation, config: &Config) {
     // An id that could not have a lease is not turned into a path at all.
-    let Some(id) = inv
+    let id = inv
         .id
         .as_ref()
         .and_then(|i| i.to_str())
-        .filter(|id| validate_id(id).is_ok())
-    else {
-        return;
-    };
+        .filter(|id| validate_id(id).is_ok());
     let store = Store::new(&config.state_dir);
-    if !store.path_of(id).exists() {
-        return;
+    // Only the lease this runtime root took: the same id may live under
+    // another root (containerd namespaces), where it is not ours to free.
+    let root = inv.root.clone().unwrap_or_else(|| DEFAULT_RUNC_ROOT.into());
+    let ours = |id: &&str| {
+        store
+            .get(id)
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.holder.runtime_root.as_deref() == Some(root.as_path()))
+    };
+    let Some(id) = id.filter(ours) else {
+        return; // nothing to release: exec the runtime as for any verb
+    };
+    let status = match Command::new(&config.runtime)
+        .args(&inv.passthrough)
+        .status()
+    {
+        Ok(s) => s,
+        Err(_) => return, // reported by the exec that follows
+    };
+    if status.success() {
+        if let Err(e) = store.release(id) {
+            eprintln!("migward-runtime: warning: {}", crate::chain(&e));
+        }
     }
-    if let Err(e) = store.release(id) {
-        eprintln!("migward-runtime: warning: {}", crate::chain(&e));
-    }
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(1));
+    std::process::exit(code);
 }
 
 /// Edits the bundle's spec for the container about to be created; returns
@@ -98,10 +135,14 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     };
     let (path, mut spec) = crate::spec::load_bundle(&bundle)?;
+    let majors = apply::gpu_majors(config);
     let Some(plan) = apply::gpu_plan(config, &spec, &id)? else {
         // No GPU request: the container must see no NVIDIA node, even one
-        // an engine passed through. Nothing to write in the common case.
-        if edit::strip_nvidia(&mut spec) {
+        // an engine passed through, and a runtime below (such as
+        // nvidia-container-runtime) must not add any: NVIDIA_VISIBLE_DEVICES
+        // becomes `void`. Nothing to write in the common case.
+        let stripped = edit::strip_nvidia(&mut spec, &majors);
+        if stripped | edit::void_visible_devices(&mut spec) {
             crate::spec::write_atomic(&path, &spec)?;
         }
         return Ok(None);
@@ -122,14 +163,20 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         creator: ProcessId::current(),
         init: None,
         runtime_root: Some(inv.root.clone().unwrap_or_else(|| DEFAULT_RUNC_ROOT.into())),
+        pid_file: inv.pid_file.clone(),
     };
-    apply::take_lease(config, &spec, &plan, who, &mut |m| warn(&m))?;
-    let written = apply::edit_spec(&mut spec, &plan, config)
+    let acquired = apply::take_lease(config, &spec, &plan, who, &mut |m| warn(&m))?;
+    let written = apply::edit_spec(&mut spec, &plan, config, &majors)
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(crate::spec::write_atomic(&path, &spec)?));
+    let ours = (acquired == Acquired::New).then(|| id.to_string());
     if let Err(e) = written {
-        let _ = Store::new(&config.state_dir).release(&id);
+        // Only a lease this call took is undone: a renewed one belongs to
+        // a container that exists.
+        if let Some(id) = &ours {
+            let _ = Store::new(&config.state_dir).release(id);
+        }
         return Err(e);
     }
-    Ok(Some(id.to_string()))
+    Ok(ours)
 }
