@@ -265,58 +265,62 @@ fn podman_holder_cycle(
     );
 }
 
-#[test]
-fn podman_hooks_dir_by_annotation_and_env() {
+/// One podman setup (simulated host, busybox rootfs, the shipped hooks.d
+/// `files`) and the holder cycle for MIG device `mig` of GPU `gpu`, asked
+/// for with `flag` (`--annotation` or `--env`) and `key`.
+fn podman_case(
+    topology: &str,
+    files: &[&str],
+    (gpu, mig): (usize, usize),
+    flag: &str,
+    key: &str,
+    expected: Vec<String>,
+) {
     engines::require_root();
-    let sim = Sim::new("a100x4-mixed");
+    let sim = Sim::new(topology);
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
-    let uuid = sim.mig_uuid(0, 0);
-    let hooks = hooks_dir(
-        &sim,
-        &["oci-migward-annotation.json", "oci-migward-poststop.json"],
-    );
-    let podman = Podman::new(&sim.path("a")).with_hooks_dir(&hooks);
-    let ann = format!("migward/devices={uuid}");
-    podman_holder_cycle(
-        &sim,
-        &podman,
-        &rootfs,
-        &["--annotation", &ann],
+    let hooks = hooks_dir(&sim, files);
+    let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
+    let request = format!("{key}={}", sim.mig_uuid(gpu, mig));
+    podman_holder_cycle(&sim, &podman, &rootfs, &[flag, &request], expected);
+}
+
+#[test]
+fn podman_hooks_dir_by_annotation() {
+    let files = ["oci-migward-annotation.json", "oci-migward-poststop.json"];
+    podman_case(
+        "a100x4-mixed",
+        &files,
+        (0, 0),
+        "--annotation",
+        "migward/devices",
         expected_nodes(0, 12, 13),
     );
-    drop(podman);
+}
 
-    let sim = Sim::new("a100x4-mixed");
-    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
-    let uuid = sim.mig_uuid(3, 6);
-    let hooks = hooks_dir(&sim, &["oci-migward-env.json", "oci-migward-poststop.json"]);
-    let podman = Podman::new(&sim.path("e")).with_hooks_dir(&hooks);
-    let env = format!("CUDA_VISIBLE_DEVICES={uuid}");
+#[test]
+fn podman_hooks_dir_by_env() {
+    let files = ["oci-migward-env.json", "oci-migward-poststop.json"];
     // gpu3 gi7: G = 3 + 135*3 + 63 = 471.
-    podman_holder_cycle(
-        &sim,
-        &podman,
-        &rootfs,
-        &["--env", &env],
+    podman_case(
+        "a100x4-mixed",
+        &files,
+        (3, 6),
+        "--env",
+        "CUDA_VISIBLE_DEVICES",
         expected_nodes(3, 471, 472),
     );
 }
 
 #[test]
 fn podman_precreate_hook() {
-    engines::require_root();
-    let sim = Sim::new("h100-7x1g");
-    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
-    let uuid = sim.mig_uuid(0, 2);
-    let hooks = hooks_dir(&sim, &["oci-migward-precreate.json"]);
-    let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
-    let env = format!("CUDA_VISIBLE_DEVICES={uuid}");
     // gpu0 gi3: G = 3 + 27 = 30.
-    podman_holder_cycle(
-        &sim,
-        &podman,
-        &rootfs,
-        &["--env", &env],
+    podman_case(
+        "h100-7x1g",
+        &["oci-migward-precreate.json"],
+        (0, 2),
+        "--env",
+        "CUDA_VISIBLE_DEVICES",
         expected_nodes(0, 30, 31),
     );
 }
