@@ -107,8 +107,26 @@ fn bundle(dir: &Path, name: &str, rootfs: &Path, env: &[String]) -> PathBuf {
     b
 }
 
-fn max_rss_kb(cmd: &mut Command) -> u64 {
-    let out = cmd.output().unwrap();
+/// Runs `cmd` with `input` on stdin; stdout is dropped, stderr kept.
+fn output_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Peak RSS from the stderr of a `/usr/bin/time -v` run.
+fn max_rss_kb(out: &std::process::Output) -> u64 {
     let text = String::from_utf8_lossy(&out.stderr);
     text.lines()
         .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
@@ -356,25 +374,15 @@ fn main() {
     };
     let hook_cmd = |stage: &str, input: String| {
         let start = Instant::now();
-        let mut child = Command::new(MIGWARD)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .args(["--config"])
-            .arg(&config_path)
-            .args(["hook", stage])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_stdin(
+            Command::new(MIGWARD)
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .args(["--config"])
+                .arg(&config_path)
+                .args(["hook", stage]),
+            &input,
+        );
         assert!(
             out.status.success(),
             "hook {stage}: {}",
@@ -430,7 +438,7 @@ fn main() {
     .unwrap();
     std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
     let shim_rss = max_rss_kb(
-        Command::new("/usr/bin/time")
+        &Command::new("/usr/bin/time")
             .arg("-v")
             .arg(&shim)
             .env("MIGWARD_CONFIG", &true_cfg)
@@ -438,35 +446,20 @@ fn main() {
             .arg(&root)
             .args(["create", "--bundle"])
             .arg(&mig)
-            .arg("rss-probe"),
+            .arg("rss-probe")
+            .output()
+            .unwrap(),
     );
     Store::new(&config.state_dir).release("rss-probe").unwrap();
-    let hook_rss = {
-        let mut child = Command::new("/usr/bin/time")
+    let hook_rss = max_rss_kb(&output_with_stdin(
+        Command::new("/usr/bin/time")
             .arg("-v")
             .arg(MIGWARD)
             .args(["--config"])
             .arg(&config_path)
-            .args(["hook", "createRuntime"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(state(&hook_bundle, "rss-hook").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stderr).to_string();
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("{text}"))
-    };
+            .args(["hook", "createRuntime"]),
+        &state(&hook_bundle, "rss-hook"),
+    ));
     Store::new(&config.state_dir).release("rss-hook").unwrap();
     let _ = helper.kill();
     let _ = helper.wait();
