@@ -4,7 +4,7 @@
 //!
 //! Parsers take `&str`; [`HostFiles`] only opens files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Device majors read from `/proc/devices`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,10 +161,6 @@ impl HostFiles {
             .ok()
             .and_then(|t| parse_cap_mode(&t))
             .unwrap_or(0o444)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

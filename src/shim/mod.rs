@@ -14,7 +14,7 @@ mod argv;
 pub mod edit;
 pub mod log;
 
-pub use argv::{scan, Invocation, CONFIG_FLAG};
+pub use argv::{scan, Invocation};
 
 use crate::apply;
 use crate::config::Config;

@@ -46,13 +46,6 @@ impl Model {
         }
     }
 
-    pub fn multiprocessors(self) -> u32 {
-        match self {
-            Model::A100_40GB | Model::A100_80GB => 108,
-            Model::H100_80GB => 132,
-        }
-    }
-
     /// Every GPU-instance profile of this model.
     pub fn profiles(self) -> &'static [Profile] {
         match self {
