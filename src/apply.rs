@@ -6,7 +6,7 @@ use crate::lease::liveness::ProcessId;
 use crate::lease::{Acquired, Holder, Lease, LeaseError, Store};
 use crate::plan::{Plan, PlanError};
 use crate::request::{Request, RequestError, RequestPolicy};
-use crate::shim::edit;
+use crate::spec::edit;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -125,7 +125,7 @@ pub fn release_hook(config: &Config) -> Result<Value, ApplyError> {
 /// The majors of NVIDIA devices on this host: 195, and the uvm and caps
 /// majors from `/proc/devices` when it can be read (no NVML needed).
 pub fn gpu_majors(config: &Config) -> Vec<u64> {
-    let mut majors = vec![u64::from(crate::simulate::NVIDIA_MAJOR)];
+    let mut majors = vec![u64::from(crate::inventory::procfs::NVIDIA_MAJOR)];
     if let Ok(m) = crate::inventory::procfs::HostFiles::new(&config.host_root).majors() {
         majors.extend(
             [Some(m.nvidia), m.uvm, m.caps]

@@ -29,3 +29,8 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     out.replace('\n', " ")
 }
+
+/// An anyhow error chain as one line, as the binary prints it.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// Majors of the simulated host. The caps and uvm majors are dynamic on real
 /// hosts; these values appear on real machines.
-pub const NVIDIA_MAJOR: u32 = 195;
+pub use crate::inventory::procfs::NVIDIA_MAJOR;
 pub const UVM_MAJOR: u32 = 511;
 pub const CAPS_MAJOR: u32 = 508;
 

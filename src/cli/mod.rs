@@ -57,15 +57,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("migward: {}", one_line(&e));
+            eprintln!("migward: {}", crate::one_line(&e));
             ExitCode::from(1)
         }
     }
-}
-
-/// An error chain as one line.
-pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -237,8 +237,8 @@ pub fn precreate(
     let Some(plan) = apply::gpu_plan(config, &spec, "(precreate)")? else {
         // Strip engine-provided NVIDIA nodes; echo the input otherwise.
         let majors = apply::gpu_majors(config);
-        let stripped = crate::shim::edit::strip_nvidia(&mut spec, &majors);
-        if stripped | crate::shim::edit::void_visible_devices(&mut spec) {
+        let stripped = crate::spec::edit::strip_nvidia(&mut spec, &majors);
+        if stripped | crate::spec::edit::void_visible_devices(&mut spec) {
             serde_json::to_writer(&mut output, &spec).map_err(|e| HookError::Write(e.into()))?;
         } else {
             output.write_all(&bytes).map_err(HookError::Write)?;
@@ -256,7 +256,7 @@ pub fn precreate(
         ]);
     }
     args.extend([Value::from("hook"), Value::from("createRuntime")]);
-    crate::shim::edit::add_hook(
+    crate::spec::edit::add_hook(
         &mut spec,
         "createRuntime",
         serde_json::json!({"path": exe, "args": args, "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "timeout": 10}),

@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+/// Major of `/dev/nvidia<N>` and `/dev/nvidiactl` on every driver so far.
+pub const NVIDIA_MAJOR: u32 = 195;
+
 /// Device majors read from `/proc/devices`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Majors {

@@ -11,7 +11,7 @@
 //! so `docker run` shows it; non-zero exit; config.json untouched.
 
 mod argv;
-pub mod edit;
+
 pub mod log;
 
 pub use argv::{scan, Invocation};
@@ -20,6 +20,7 @@ use crate::apply;
 use crate::config::Config;
 use crate::lease::liveness::ProcessId;
 use crate::lease::{validate_id, Acquired, Store};
+use crate::spec::edit;
 use anyhow::bail;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -33,7 +34,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let line = crate::cli::one_line(&err);
+    let line = crate::one_line(&err);
     eprintln!("migward-runtime: {line}");
     if let Some(path) = &inv.log {
         log::error(path, inv.log_format_json, &format!("migward: {line}"));

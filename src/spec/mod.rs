@@ -6,6 +6,8 @@
 //! specs"). oci-spec is used only to check that the file is an OCI spec.
 //! Writes are atomic: temp file in the same directory, fsync, rename.
 
+pub mod edit;
+
 use serde_json::Value;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
