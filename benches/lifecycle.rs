@@ -587,7 +587,8 @@ fn main() {
         let (_, spec) = migward::spec::load_bundle(&scratch).unwrap();
         parts[1].1.samples.push(t.elapsed());
         let t = Instant::now();
-        let _ = Request::from_spec(&spec, &migward::apply::policy(&config)).unwrap();
+        let majors = migward::apply::gpu_majors(&config);
+        let _ = Request::from_spec(&spec, &migward::apply::policy(&config, &majors)).unwrap();
         parts[2].1.samples.push(t.elapsed());
         let t = Instant::now();
         drop(

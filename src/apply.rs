@@ -1,11 +1,11 @@
 //! Steps shared by the runtime shim and the OCI hook: from a spec to a plan,
 //! a lease, and the spec edit.
 
-use crate::config::Config;
+use crate::config::{Config, EngineDevices};
 use crate::lease::liveness::ProcessId;
-use crate::lease::{Acquired, Holder, Lease, LeaseError, Store};
-use crate::plan::{Plan, PlanError};
-use crate::request::{Request, RequestError, RequestPolicy};
+use crate::lease::{Acquired, Holder, Lease, LeaseError, PickWant, Store};
+use crate::plan::{Host, Plan, PlanError};
+use crate::request::{NodeMajors, Request, RequestError, RequestPolicy, Source};
 use crate::spec::edit;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,15 @@ pub enum ApplyError {
     Request(#[from] RequestError),
     #[error("container {id} is privileged and asks for GPUs ({origin}): a privileged container can open every MIG instance; run it without --privileged or set allow_privileged = true in the migward config")]
     Privileged { id: String, origin: String },
+    #[error("container {id} asks for every GPU ({origin}=all; CUDA base images set NVIDIA_VISIBLE_DEVICES=all, so the image or the user asked): name one instance or GPU instead, e.g. NVIDIA_VISIBLE_DEVICES=MIG-<uuid> or a profile such as 1g.10gb (`migward list` shows them), or set allow_all = true in the migward config on a single-tenant host")]
+    AllGpus { id: String, origin: String },
+    #[error("container {id}: its spec carries the NVIDIA device node {node}, which engine_devices = \"{mode}\" in the migward config {does}: ask for the instance with NVIDIA_VISIBLE_DEVICES=MIG-<uuid> or the migward/devices annotation instead, or set engine_devices = \"lease\"")]
+    EngineNodes {
+        id: String,
+        node: String,
+        mode: &'static str,
+        does: &'static str,
+    },
     #[error("container {id}")]
     Plan {
         id: String,
@@ -32,82 +41,191 @@ pub enum ApplyError {
     Exe(std::io::Error),
 }
 
-/// The request policy of a config.
-pub fn policy(config: &Config) -> RequestPolicy<'_> {
-    RequestPolicy {
-        annotation: &config.annotation,
-        env_requests: config.env_requests,
+/// The NVIDIA majors of a host, read once per container from
+/// `/proc/devices` (no NVML): 195, and the uvm and caps majors.
+#[derive(Debug, Clone)]
+pub struct GpuMajors {
+    /// For reading device nodes out of a spec (without a readable
+    /// `/proc/devices`: 195 and no caps major).
+    pub nodes: NodeMajors,
+    /// Every NVIDIA major, for stripping and checking a spec.
+    pub all: Vec<u64>,
+}
+
+/// The NVIDIA majors of the host `config` describes.
+pub fn gpu_majors(config: &Config) -> GpuMajors {
+    let nvidia = crate::inventory::procfs::NVIDIA_MAJOR;
+    let mut all = vec![u64::from(nvidia)];
+    let read = crate::inventory::procfs::HostFiles::new(&config.host_root).majors();
+    let nodes = read.ok().map(|m| {
+        all.extend(
+            [Some(m.nvidia), m.uvm, m.caps]
+                .into_iter()
+                .flatten()
+                .map(u64::from),
+        );
+        NodeMajors {
+            nvidia: m.nvidia,
+            caps: m.caps,
+        }
+    });
+    all.sort_unstable();
+    all.dedup();
+    GpuMajors {
+        nodes: nodes.unwrap_or(NodeMajors { nvidia, caps: None }),
+        all,
     }
 }
 
-/// The plan for a spec's GPU request, or `None` if it asks for no GPU
-/// (then NVML is never loaded). Refuses privileged containers unless allowed.
-pub fn gpu_plan(config: &Config, spec: &Value, id: &str) -> Result<Option<Plan>, ApplyError> {
-    let Some(request) = Request::from_spec(spec, &policy(config))? else {
+/// The request policy of a config.
+pub fn policy<'a>(config: &'a Config, majors: &GpuMajors) -> RequestPolicy<'a> {
+    RequestPolicy {
+        annotation: &config.annotation,
+        env_requests: config.env_requests,
+        engine_nodes: match config.engine_devices {
+            EngineDevices::Strip => None,
+            EngineDevices::Lease | EngineDevices::Refuse => Some(majors.nodes),
+        },
+    }
+}
+
+/// The GPU request of a spec, or `None` if it asks for no GPU (then NVML is
+/// never loaded). Refuses what the config does not allow: privileged
+/// containers, `all`, and device nodes under `engine_devices = "refuse"`.
+pub fn gpu_request(
+    config: &Config,
+    spec: &Value,
+    id: &str,
+    majors: &GpuMajors,
+) -> Result<Option<Request>, ApplyError> {
+    let Some(request) = Request::from_spec(spec, &policy(config, majors))? else {
         return Ok(None);
     };
+    if request.source == Source::EngineNodes && config.engine_devices == EngineDevices::Refuse {
+        return Err(ApplyError::EngineNodes {
+            id: id.to_string(),
+            node: request
+                .ids
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            mode: "refuse",
+            does: "refuses",
+        });
+    }
+    if request.is_all() && !config.allow_all {
+        return Err(ApplyError::AllGpus {
+            id: id.to_string(),
+            origin: request.source.to_string(),
+        });
+    }
     if edit::is_privileged(spec) && !config.allow_privileged {
         return Err(ApplyError::Privileged {
             id: id.to_string(),
             origin: request.source.to_string(),
         });
     }
-    crate::plan::on_host(config, &request)
-        .map(Some)
-        .map_err(|source| ApplyError::Plan {
-            id: id.to_string(),
-            source: Box::new(source),
-        })
+    Ok(Some(request))
 }
 
 /// Who a lease names.
 pub struct HolderOf<'a> {
     pub id: &'a str,
-    pub bundle: &'a Path,
+    pub bundle: Option<&'a Path>,
     pub creator: Option<ProcessId>,
     pub init: Option<ProcessId>,
     pub runtime_root: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
 }
 
-/// Takes the lease for `plan`; stale holders in the way are reclaimed and
-/// reported through `on_reclaim` as one line each.
-pub fn take_lease(
+/// A grant: the plan, and what the lease store did (`None` when nothing
+/// was leased: a look without a container).
+pub struct Granted {
+    pub plan: Plan,
+    pub acquired: Option<Acquired>,
+}
+
+/// Resolves `request` on the host, takes the lease for `who` (profiles are
+/// picked under the lease lock, so racing containers get distinct
+/// instances) and plans what was taken. Without `who`, shows what would be
+/// picked now and leases nothing. Stale holders in the way are reclaimed
+/// and reported through `on_reclaim` as one line each.
+pub fn grant(
     config: &Config,
     spec: &Value,
-    plan: &Plan,
-    who: HolderOf,
+    request: &Request,
+    who: Option<HolderOf>,
     on_reclaim: &mut dyn FnMut(String),
-) -> Result<Acquired, ApplyError> {
-    let lease = Lease::new(
-        Holder {
-            container_id: who.id.to_string(),
-            bundle: Some(who.bundle.display().to_string()),
-            creator: who.creator,
-            init: who.init,
-            runtime_root: who.runtime_root,
-            pid_file: who.pid_file,
-            since: crate::shim::log::rfc3339(std::time::SystemTime::now()),
-            labels: crate::lease::labels_from_spec(spec),
-        },
-        crate::lease::units(&plan.grants, config.exclusive),
-    );
-    Store::new(&config.state_dir)
-        .acquire(&lease, &mut |stale| {
-            on_reclaim(format!(
-                "reclaimed the stale lease of container {} on {}",
-                stale.holder.container_id,
-                stale
-                    .units
-                    .first()
-                    .map(|u| u.describe())
-                    .unwrap_or_default()
-            ))
+) -> Result<Granted, ApplyError> {
+    let id = who.as_ref().map(|w| w.id).unwrap_or("(not yet created)");
+    let plan_err = |source: PlanError| ApplyError::Plan {
+        id: id.to_string(),
+        source: Box::new(source),
+    };
+    let lease_err = |source: LeaseError| ApplyError::Lease {
+        id: id.to_string(),
+        source,
+    };
+    let host = Host::load(config).map_err(plan_err)?;
+    let resolution = host.resolve(request).map_err(plan_err)?;
+    let unit_of = |sel| crate::lease::units(&[host.grant_of(sel)], config.exclusive);
+    let fixed: Vec<_> = resolution.fixed.iter().map(|s| host.grant_of(*s)).collect();
+    let fixed = crate::lease::units(&fixed, config.exclusive);
+    let picks: Vec<PickWant> = resolution
+        .picks
+        .iter()
+        .map(|p| PickWant {
+            profile: p.profile.clone(),
+            candidates: p.candidates.iter().flat_map(|c| unit_of(*c)).collect(),
         })
-        .map_err(|source| ApplyError::Lease {
-            id: who.id.to_string(),
-            source,
-        })
+        .collect();
+    let store = Store::new(&config.state_dir);
+    let (picked, acquired) = match &who {
+        Some(who) => {
+            let lease = Lease::new(
+                Holder {
+                    container_id: who.id.to_string(),
+                    bundle: who.bundle.map(|b| b.display().to_string()),
+                    creator: who.creator,
+                    init: who.init,
+                    runtime_root: who.runtime_root.clone(),
+                    pid_file: who.pid_file.clone(),
+                    since: crate::shim::log::rfc3339(std::time::SystemTime::now()),
+                    labels: crate::lease::labels_from_spec(spec),
+                },
+                fixed,
+            );
+            let taken = store
+                .acquire_picking(&lease, &picks, &mut |stale| {
+                    on_reclaim(format!(
+                        "reclaimed the stale lease of container {} on {}",
+                        stale.holder.container_id,
+                        stale
+                            .units
+                            .first()
+                            .map(|u| u.describe())
+                            .unwrap_or_default()
+                    ))
+                })
+                .map_err(lease_err)?;
+            (taken.picked, Some(taken.acquired))
+        }
+        None => (store.peek(&fixed, &picks).map_err(lease_err)?, None),
+    };
+    let mut selected = resolution.fixed.clone();
+    for (pick, c) in resolution.picks.iter().zip(picked) {
+        selected.push(pick.candidates[c]);
+    }
+    match host.plan(request, &selected) {
+        Ok(plan) => Ok(Granted { plan, acquired }),
+        Err(e) => {
+            // Only a lease this call created is undone.
+            if let (Some(who), Some(Acquired::New)) = (&who, acquired) {
+                let _ = store.release(who.id);
+            }
+            Err(plan_err(e))
+        }
+    }
 }
 
 /// The `poststop` hook that frees the lease when the container is gone:
@@ -122,32 +240,20 @@ pub fn release_hook(config: &Config) -> Result<Value, ApplyError> {
     }))
 }
 
-/// The majors of NVIDIA devices on this host: 195, and the uvm and caps
-/// majors from `/proc/devices` when it can be read (no NVML needed).
-pub fn gpu_majors(config: &Config) -> Vec<u64> {
-    let mut majors = vec![u64::from(crate::inventory::procfs::NVIDIA_MAJOR)];
-    if let Ok(m) = crate::inventory::procfs::HostFiles::new(&config.host_root).majors() {
-        majors.extend(
-            [Some(m.nvidia), m.uvm, m.caps]
-                .into_iter()
-                .flatten()
-                .map(u64::from),
-        );
-    }
-    majors.sort_unstable();
-    majors.dedup();
-    majors
-}
-
 /// The first NVIDIA device (of `majors`) the spec grants that is not in
 /// `plan`: an engine's `--device` or device-cgroup rule for another tenant's
 /// instance. The hook cannot remove it from a live container, so it refuses.
+/// `nvidia-modeset` (195:254), which CDI specs list among the shared nodes,
+/// opens no GPU and is let through.
 pub fn foreign_gpu_device(spec: &Value, plan: &Plan, majors: &[u64]) -> Option<String> {
+    const MODESET: (u64, u64) = (crate::inventory::procfs::NVIDIA_MAJOR as u64, 254);
     let planned = |major: u64, minor: Option<u64>| {
         minor.is_some_and(|mi| {
-            plan.devices
-                .iter()
-                .any(|d| u64::from(d.major) == major && u64::from(d.minor) == mi)
+            (major, mi) == MODESET
+                || plan
+                    .devices
+                    .iter()
+                    .any(|d| u64::from(d.major) == major && u64::from(d.minor) == mi)
         })
     };
     let entries = |ptr: &str| {
@@ -188,15 +294,23 @@ pub fn foreign_gpu_device(spec: &Value, plan: &Plan, majors: &[u64]) -> Option<S
 }
 
 /// The whole spec edit: engine-provided NVIDIA nodes (of `majors`) out,
-/// the plan's nodes, rules and env in, and the release hook.
+/// the plan's nodes, rules and env in, and the release hook. A profile asked
+/// for by annotation is rewritten there to the granted UUIDs, so the spec
+/// names what was picked (podman's createRuntime hook reads it again).
 pub fn edit_spec(
     spec: &mut Value,
+    request: &Request,
     plan: &Plan,
     config: &Config,
     majors: &[u64],
 ) -> Result<(), ApplyError> {
     edit::strip_nvidia(spec, majors);
     edit::apply_plan(spec, plan);
+    if let Source::Annotation(key) = &request.source {
+        if request.has_profiles() {
+            edit::set_annotation(spec, key, &plan.visible());
+        }
+    }
     edit::add_hook(spec, "poststop", release_hook(config)?);
     Ok(())
 }

@@ -9,6 +9,21 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PATH: &str = "/etc/migward/config.toml";
 pub const ENV_VAR: &str = "MIGWARD_CONFIG";
 
+/// What NVIDIA device nodes an engine already put into a spec (CDI,
+/// `--device`, a device plugin's device specs) mean when no higher source
+/// asks for a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineDevices {
+    /// A request: mapped back to their instances, leased and kept (default).
+    Lease,
+    /// Removed from the spec, as for a container that asked for nothing
+    /// (the hook, which cannot remove a node, refuses instead).
+    Strip,
+    /// The container is refused, naming the node.
+    Refuse,
+}
+
 /// What one tenant holds exclusively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -37,6 +52,10 @@ pub struct Config {
     pub env_requests: bool,
     /// The annotation that carries a request.
     pub annotation: String,
+    /// What NVIDIA nodes already in a spec mean.
+    pub engine_devices: EngineDevices,
+    /// Whether a request for every GPU (`all`) is granted.
+    pub allow_all: bool,
     /// The file this config was read from, if any (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -53,6 +72,8 @@ impl Default for Config {
             allow_privileged: false,
             env_requests: true,
             annotation: "migward/devices".into(),
+            engine_devices: EngineDevices::Lease,
+            allow_all: false,
             source: None,
         }
     }
@@ -141,6 +162,7 @@ mod tests {
         let cases = [
             ("host_rot = \"/\"", "unknown field `host_rot`"),
             ("exclusive = \"gpu\"", "unknown variant `gpu`"),
+            ("engine_devices = \"keep\"", "unknown variant `keep`"),
             ("allow_privileged = \"yes\"", "invalid type"),
             ("annotation = \" \"", "annotation must not be empty"),
         ];

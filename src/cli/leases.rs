@@ -3,7 +3,7 @@
 use super::table;
 use crate::config::Config;
 use crate::lease::liveness::ProcessId;
-use crate::lease::{Holder, Lease, LeaseError, Store};
+use crate::lease::{Lease, LeaseError, Store};
 use crate::request::{Request, Source};
 use serde_json::json;
 use std::process::ExitCode;
@@ -106,9 +106,8 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         }) => {
             let request = Request::parse(Source::Argument, ids)?
                 .ok_or_else(|| anyhow::anyhow!("no device ids given"))?;
-            let plan = crate::plan::on_host(config, &request)?;
-            let holder = Holder {
-                container_id: container_id.clone(),
+            let who = crate::apply::HolderOf {
+                id: container_id,
                 bundle: None,
                 creator: None,
                 init: Some(
@@ -117,17 +116,15 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                 ),
                 runtime_root: None,
                 pid_file: None,
-                since: crate::shim::log::rfc3339(std::time::SystemTime::now()),
-                labels: Default::default(),
             };
-            let lease = Lease::new(holder, crate::lease::units(&plan.grants, config.exclusive));
-            store.acquire(&lease, &mut |stale| {
-                eprintln!(
-                    "migward: reclaimed the stale lease of container {}",
-                    stale.holder.container_id
-                )
-            })?;
-            println!("granted");
+            let granted = crate::apply::grant(
+                config,
+                &serde_json::Value::Null,
+                &request,
+                Some(who),
+                &mut |line| eprintln!("migward: {line}"),
+            )?;
+            println!("{}", granted.plan.visible());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -3,7 +3,7 @@
 use super::table;
 use crate::config::Config;
 use crate::plan::Plan;
-use crate::request::{shown, Request, RequestPolicy, Source};
+use crate::request::{shown, Request, Source};
 use anyhow::{bail, Context};
 use serde_json::json;
 use std::ffi::OsString;
@@ -12,10 +12,12 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Device ids (MIG-<uuid>, GPU-<uuid>, N, N:M, all), comma or space separated.
-    #[arg(value_parser = clap::value_parser!(OsString), allow_hyphen_values = true)]
+    /// Device ids (MIG-<uuid>, GPU-<uuid>, N, N:M, a profile such as
+    /// 1g.10gb, all), comma or space separated.
+    #[arg(value_parser = clap::value_parser!(OsString))]
     pub ids: Vec<OsString>,
-    /// Read the request from DIR/config.json instead, as the shim would.
+    /// Read the request from DIR/config.json instead, as the shim would
+    /// (with its policy: privileged, `all` and engine_devices refusals).
     #[arg(long, conflicts_with = "ids")]
     pub bundle: Option<PathBuf>,
     /// Print JSON.
@@ -26,11 +28,13 @@ pub struct Args {
 fn request_of(config: &Config, args: &Args) -> anyhow::Result<Option<Request>> {
     if let Some(bundle) = &args.bundle {
         let (_, spec) = crate::spec::load_bundle(bundle)?;
-        let policy = RequestPolicy {
-            annotation: &config.annotation,
-            env_requests: config.env_requests,
-        };
-        return Ok(Request::from_spec(&spec, &policy)?);
+        let majors = crate::apply::gpu_majors(config);
+        return Ok(crate::apply::gpu_request(
+            config,
+            &spec,
+            &bundle.display().to_string(),
+            &majors,
+        )?);
     }
     if args.ids.is_empty() {
         bail!("no device ids given: pass ids (e.g. MIG-<uuid>) or --bundle DIR");
@@ -45,7 +49,11 @@ fn request_of(config: &Config, args: &Args) -> anyhow::Result<Option<Request>> {
             ),
         }
     }
-    Ok(Request::parse(Source::Argument, &values.join(","))?)
+    let request = Request::parse(Source::Argument, &values.join(","))?;
+    if request.as_ref().is_some_and(Request::is_all) && !config.allow_all {
+        eprintln!("migward: warning: a container asking for all would be refused: allow_all = false in the migward config");
+    }
+    Ok(request)
 }
 
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
@@ -53,15 +61,24 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         if args.json {
             println!(
                 "{}",
-                json!({"request": null, "devices": [], "rules": [], "env": {}})
+                json!({"request": null, "grants": [], "devices": [], "rules": [], "env": {}, "warnings": []})
             );
         } else {
             println!("no GPU request: the container gets no NVIDIA device");
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let plan = crate::plan::on_host(config, &request)
-        .with_context(|| "cannot resolve the request".to_string())?;
+    // A look, not a lease: a profile shows the instance a container would
+    // be given now.
+    let plan = crate::apply::grant(
+        config,
+        &serde_json::Value::Null,
+        &request,
+        None,
+        &mut |_| {},
+    )
+    .context("cannot resolve the request")?
+    .plan;
     for w in &plan.warnings {
         eprintln!("migward: warning: {w}");
     }

@@ -134,31 +134,49 @@ pub fn create_runtime(
         .clone()
         .ok_or(HookError::MissingField("bundle"))?;
     let (_, spec) = crate::spec::load_bundle(&bundle)?;
-    let Some(plan) = apply::gpu_plan(config, &spec, &state.id)? else {
+    let majors = apply::gpu_majors(config);
+    let Some(request) = apply::gpu_request(config, &spec, &state.id, &majors)? else {
+        // A GPU node the engine passed without a request (engine_devices =
+        // "strip") cannot be removed from a created container: refused,
+        // never let through unleased.
+        let nodes = crate::request::gpu_nodes(&spec, majors.nodes).map_err(ApplyError::from)?;
+        if let Some(node) = nodes.first() {
+            return Err(ApplyError::EngineNodes {
+                id: state.id.clone(),
+                node: node.to_string(),
+                mode: "strip",
+                does: "would remove, and a hook cannot remove a node from a created container",
+            }
+            .into());
+        }
         return Ok(());
     };
     crate::lease::validate_id(&state.id)?;
     let pid = state.pid.ok_or(HookError::MissingField("pid"))?;
-    plan.warnings.iter().for_each(|w| warn(w.clone()));
     let who = HolderOf {
         id: &state.id,
-        bundle: &bundle,
+        bundle: Some(&bundle),
         creator: None,
         init: ProcessId::of(pid),
         runtime_root: None,
         pid_file: None,
     };
-    if let Some(what) = apply::foreign_gpu_device(&spec, &plan, &apply::gpu_majors(config)) {
-        return Err(HookError::Foreign {
-            id: state.id.clone(),
-            what,
-        });
+    let granted = apply::grant(config, &spec, &request, Some(who), &mut |m| warn(m))?;
+    let plan = granted.plan;
+    plan.warnings.iter().for_each(|w| warn(w.clone()));
+    let id = state.id.clone();
+    let release_new = || {
+        if granted.acquired == Some(Acquired::New) {
+            let _ = Store::new(&config.state_dir).release(&id);
+        }
+    };
+    if let Some(what) = apply::foreign_gpu_device(&spec, &plan, &majors.all) {
+        release_new();
+        return Err(HookError::Foreign { id, what });
     }
-    let acquired = apply::take_lease(config, &spec, &plan, who, &mut |m| warn(m))?;
     if already_applied(&spec, &plan) {
         return Ok(());
     }
-    let id = state.id.clone();
     let result = nodes::allow_devices(Path::new(CGROUP_ROOT), pid, &plan.rules)
         .map_err(|source| HookError::Cgroup {
             id: id.clone(),
@@ -174,8 +192,8 @@ pub fn create_runtime(
                 reason,
             })
         });
-    if result.is_err() && acquired == Acquired::New {
-        let _ = Store::new(&config.state_dir).release(&id);
+    if result.is_err() {
+        release_new();
     }
     result
 }
@@ -234,10 +252,10 @@ pub fn precreate(
     let mut bytes = Vec::new();
     input.take(MAX_INPUT).read_to_end(&mut bytes)?;
     let mut spec = crate::spec::parse(Path::new("config.json on stdin"), &bytes)?;
-    let Some(plan) = apply::gpu_plan(config, &spec, "(precreate)")? else {
+    let majors = apply::gpu_majors(config);
+    let Some(request) = apply::gpu_request(config, &spec, "(precreate)", &majors)? else {
         // Strip engine-provided NVIDIA nodes; echo the input otherwise.
-        let majors = apply::gpu_majors(config);
-        let stripped = crate::spec::edit::strip_nvidia(&mut spec, &majors);
+        let stripped = crate::spec::edit::strip_nvidia(&mut spec, &majors.all);
         if stripped | crate::spec::edit::void_visible_devices(&mut spec) {
             serde_json::to_writer(&mut output, &spec).map_err(|e| HookError::Write(e.into()))?;
         } else {
@@ -245,8 +263,11 @@ pub fn precreate(
         }
         return Ok(());
     };
-    plan.warnings.iter().for_each(|w| warn(w.clone()));
-    apply::edit_spec(&mut spec, &plan, config, &apply::gpu_majors(config))?;
+    // No container id yet: profiles are picked from what is free now, and
+    // the createRuntime hook leases the UUIDs written into the spec.
+    let granted = apply::grant(config, &spec, &request, None, &mut |m| warn(m))?;
+    granted.plan.warnings.iter().for_each(|w| warn(w.clone()));
+    apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors.all)?;
     let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
     let mut args = vec![Value::from("migward")];
     if let Some(source) = &config.source {

@@ -44,6 +44,9 @@ pub struct Gpu {
 /// One MIG device: a compute instance inside a GPU instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MigDevice {
+    /// The NVML slot (`nvmlDeviceGetMigDeviceHandleByIndex`): the `M` of a
+    /// Kubernetes device plugin's `N:M` index id.
+    pub index: u32,
     pub uuid: String,
     /// `3g.40gb`, or `1c.3g.40gb` for a CI smaller than its GI.
     pub profile: String,
@@ -92,29 +95,33 @@ pub fn ci_profile_name(gi_profile: &str, gi_slices: u32, ci_slices: u32) -> Stri
 }
 
 fn gpu_of_topology(gpu: &crate::topology::Gpu) -> Gpu {
-    let mig_devices = gpu
+    // NVML numbers MIG devices in topology order (see the fake NVML); the
+    // list is then sorted by GI and CI, as the NVML inventory does.
+    let mut mig_devices: Vec<MigDevice> = gpu
         .instances
         .iter()
-        .flat_map(|gi| {
-            gi.compute_instances.iter().map(move |ci| MigDevice {
-                uuid: ci.uuid.clone(),
-                profile: ci_profile_name(
-                    gi.profile.name,
-                    gi.profile.compute_slices,
-                    ci.compute_slices,
-                ),
-                gi: gi.gi,
-                ci: ci.ci,
-                placement: Placement {
-                    start: gi.start,
-                    size: gi.profile.memory_slices,
-                },
-                multiprocessors: gi.profile.multiprocessors * ci.compute_slices
-                    / gi.profile.compute_slices,
-                memory_mb: gi.profile.memory_mb,
-            })
+        .flat_map(|gi| gi.compute_instances.iter().map(move |ci| (gi, ci)))
+        .enumerate()
+        .map(|(slot, (gi, ci))| MigDevice {
+            index: slot as u32,
+            uuid: ci.uuid.clone(),
+            profile: ci_profile_name(
+                gi.profile.name,
+                gi.profile.compute_slices,
+                ci.compute_slices,
+            ),
+            gi: gi.gi,
+            ci: ci.ci,
+            placement: Placement {
+                start: gi.start,
+                size: gi.profile.memory_slices,
+            },
+            multiprocessors: gi.profile.multiprocessors * ci.compute_slices
+                / gi.profile.compute_slices,
+            memory_mb: gi.profile.memory_mb,
         })
         .collect();
+    mig_devices.sort_by_key(|m| (m.gi, m.ci));
     Gpu {
         index: gpu.index,
         minor: gpu.minor,

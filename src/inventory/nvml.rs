@@ -124,7 +124,7 @@ fn read_gpu(nvml: &Nvml, index: u32, dev: &Device) -> Result<Gpu, InventoryError
                 Err(NvmlError::NotFound) | Err(NvmlError::InvalidArg) => continue,
                 Err(e) => return call("nvmlDeviceGetMigDeviceHandleByIndex", Some(&uuid), Err(e)),
             };
-            mig_devices.push(read_mig(nvml, dev, &mig, &uuid)?);
+            mig_devices.push(read_mig(nvml, dev, &mig, &uuid, slot)?);
         }
     }
     mig_devices.sort_by_key(|m| (m.gi, m.ci));
@@ -143,6 +143,7 @@ fn read_mig(
     parent: &Device,
     mig: &Device,
     parent_uuid: &str,
+    slot: u32,
 ) -> Result<MigDevice, InventoryError> {
     let uuid = call("nvmlDeviceGetUUID", Some(parent_uuid), mig.uuid())?;
     let lib = nvml.lib();
@@ -215,6 +216,7 @@ fn read_mig(
 
         let attrs = call("nvmlDeviceGetAttributes", Some(&uuid), mig.attributes())?;
         Ok(MigDevice {
+            index: slot,
             profile: ci_profile_name(
                 &gi_name,
                 prof.sliceCount,

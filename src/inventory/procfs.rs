@@ -212,6 +212,54 @@ impl MigMinors {
             ci,
         })
     }
+
+    /// What cap minor `minor` is, by scanning the table (the inverse of
+    /// [`MigMinors::get`]): how a cap node in a spec is mapped back to its
+    /// instance without NVML. `None` if no line has that minor.
+    pub fn name_of(&self, minor: u32) -> Option<CapName> {
+        self.text.lines().find_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(m), None) = (parts.next(), parts.next(), parts.next()) else {
+                return None;
+            };
+            (m.parse::<u32>().ok()? == minor).then(|| parse_cap_name(name))?
+        })
+    }
+}
+
+/// The name of a line of `mig-minors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapName {
+    /// `gpu<gpu>/gi<gi>/access`: a GPU instance.
+    Gi { gpu: u32, gi: u32 },
+    /// `gpu<gpu>/gi<gi>/ci<ci>/access`: a compute instance.
+    Ci { gpu: u32, gi: u32, ci: u32 },
+    /// `config`: the right to change MIG instances.
+    Config,
+    /// `monitor`: the right to watch every instance.
+    Monitor,
+}
+
+fn parse_cap_name(name: &str) -> Option<CapName> {
+    match name {
+        "config" => return Some(CapName::Config),
+        "monitor" => return Some(CapName::Monitor),
+        _ => {}
+    }
+    let num = |s: &str, prefix: &str| s.strip_prefix(prefix)?.parse::<u32>().ok();
+    let parts: Vec<&str> = name.split('/').collect();
+    match parts.as_slice() {
+        [g, i, "access"] => Some(CapName::Gi {
+            gpu: num(g, "gpu")?,
+            gi: num(i, "gi")?,
+        }),
+        [g, i, c, "access"] => Some(CapName::Ci {
+            gpu: num(g, "gpu")?,
+            gi: num(i, "gi")?,
+            ci: num(c, "ci")?,
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +291,36 @@ mod tests {
         assert_eq!(t.get(1, 2, Some(0)).unwrap(), 157);
         assert_eq!(t.get(1, 1, None).unwrap_err().to_string(), "mig-minors has no entry for gpu1/gi1: the file does not match this driver's MIG layout");
         assert_eq!(t.get(1, 12, None).unwrap(), 219, "gi12 is not gi1");
+    }
+
+    #[test]
+    fn cap_minors_map_back_to_their_names() {
+        let t = table("config 1\nmonitor 2\ngpu0/gi1/access 12\ngpu0/gi1/ci0/access 13\ngpu1/gi2/access 156\ngarbage line here\ngpu1/gi2/ci0/access 157\n");
+        let cases = [
+            (1, Some(CapName::Config)),
+            (2, Some(CapName::Monitor)),
+            (12, Some(CapName::Gi { gpu: 0, gi: 1 })),
+            (
+                13,
+                Some(CapName::Ci {
+                    gpu: 0,
+                    gi: 1,
+                    ci: 0,
+                }),
+            ),
+            (
+                157,
+                Some(CapName::Ci {
+                    gpu: 1,
+                    gi: 2,
+                    ci: 0,
+                }),
+            ),
+            (14, None),
+        ];
+        for (minor, want) in cases {
+            assert_eq!(t.name_of(minor), want, "{minor}");
+        }
     }
 
     #[test]

@@ -55,8 +55,20 @@ pub enum LeaseError {
         what: String,
         root: String,
     },
+    #[error("no free {profile}: all {count} are held; holders: {holders}: stop one of them, or ask for another profile (`migward list` shows which instances are free)")]
+    NoneFree {
+        profile: String,
+        count: usize,
+        holders: String,
+    },
     #[error("no lease matches {0}: see `migward leases`")]
     NotFound(String),
+    #[error("{prefix} matches {count} leases ({ids}): give more of the container id")]
+    Ambiguous {
+        prefix: String,
+        count: usize,
+        ids: String,
+    },
     #[error("container {0} is still running: stop it first, or pass --force")]
     Live(String),
 }
@@ -213,6 +225,22 @@ impl Lease {
             .is_some_and(|p| p.start_time >= taken && p.alive())
     }
 
+    /// How a refusal points a person at the holder: its labels, or for a
+    /// docker id without labels, the command that finds the container.
+    pub fn holder_hint(&self) -> String {
+        let id = &self.holder.container_id;
+        if self.holder.labels.is_empty()
+            && id.len() == 64
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return format!(
+                " (find it with `docker ps --no-trunc --filter id={}`)",
+                &id[..12]
+            );
+        }
+        self.labels_text()
+    }
+
     pub fn labels_text(&self) -> String {
         if self.holder.labels.is_empty() {
             return String::new();
@@ -259,6 +287,168 @@ pub enum Acquired {
     New,
     /// The container already held exactly this lease: leave it alone.
     Renewed,
+}
+
+/// A profile asked for: one of `candidates` (in order of preference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickWant {
+    pub profile: String,
+    pub candidates: Vec<Unit>,
+}
+
+/// What an acquire took: `picked[i]` is the index of the candidate chosen
+/// for pick `i`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub acquired: Acquired,
+    pub picked: Vec<usize>,
+}
+
+/// The outcome of checking a lease against the others, before any write.
+struct Choice {
+    /// Every unit the lease will hold: the named ones, then the picked.
+    units: Vec<Unit>,
+    picked: Vec<usize>,
+    /// Stale leases in the way, as indices into the others.
+    reclaim: Vec<usize>,
+    renewed: bool,
+}
+
+/// Decides an acquire: refuses when a live holder is in the way, picks the
+/// profiles, lists the stale holders to reclaim. Liveness is checked only
+/// for leases that matter, once each.
+fn choose(others: &[Lease], lease: &Lease, picks: &[PickWant]) -> Result<Choice, LeaseError> {
+    let id = &lease.holder.container_id;
+    let mut live: Vec<Option<bool>> = vec![None; others.len()];
+    let mut is_live = |i: usize| *live[i].get_or_insert_with(|| others[i].live());
+    let same = others
+        .iter()
+        .position(|o| !id.is_empty() && &o.holder.container_id == id);
+    let same = same.filter(|&i| is_live(i));
+    let blocking = |u: &Unit, is_live: &mut dyn FnMut(usize) -> bool| {
+        (0..others.len()).find(|&i| {
+            Some(i) != same
+                && others[i].holder.container_id != *id
+                && others[i].units.iter().any(|o| o.overlaps(u))
+                && is_live(i)
+        })
+    };
+    for u in &lease.units {
+        if let Some(i) = blocking(u, &mut is_live) {
+            let other = &others[i];
+            return Err(LeaseError::Held {
+                what: u.describe(),
+                holder: other.holder.container_id.clone(),
+                labels: other.holder_hint(),
+                since: other.holder.since.clone(),
+            });
+        }
+    }
+    let mut units = lease.units.clone();
+    let mut picked = Vec::new();
+    for pick in picks {
+        let held_by_us = |c: &Unit| same.is_some_and(|s| others[s].units.contains(c));
+        let free = |c: &Unit, units: &[Unit], is_live: &mut dyn FnMut(usize) -> bool| {
+            !units.iter().any(|u| u.overlaps(c)) && blocking(c, is_live).is_none()
+        };
+        let order = (0..pick.candidates.len())
+            .filter(|&c| held_by_us(&pick.candidates[c]))
+            .chain(0..pick.candidates.len());
+        let mut chosen = None;
+        for c in order {
+            if free(&pick.candidates[c], &units, &mut is_live) {
+                chosen = Some(c);
+                break;
+            }
+        }
+        let Some(c) = chosen else {
+            return Err(none_free(others, pick, &mut is_live));
+        };
+        units.push(pick.candidates[c].clone());
+        picked.push(c);
+    }
+    let mut renewed = false;
+    if let Some(s) = same {
+        let other = &others[s];
+        if other.units == units && other.holder.runtime_root == lease.holder.runtime_root {
+            renewed = true;
+        } else {
+            return Err(LeaseError::IdInUse {
+                id: other.holder.container_id.clone(),
+                what: other.units.first().map(Unit::describe).unwrap_or_default(),
+                root: other
+                    .holder
+                    .runtime_root
+                    .as_deref()
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_else(|| "(hook)".into()),
+            });
+        }
+    }
+    // Whatever else overlaps what is taken is stale: a live one was
+    // refused above.
+    let reclaim = (0..others.len())
+        .filter(|&i| {
+            let o = &others[i];
+            // A dead lease of the same id is simply overwritten.
+            let ours = !id.is_empty() && &o.holder.container_id == id;
+            let in_way = o
+                .units
+                .iter()
+                .any(|ou| units.iter().any(|u| u.overlaps(ou)));
+            !ours && in_way && !is_live(i)
+        })
+        .collect();
+    Ok(Choice {
+        units,
+        picked,
+        reclaim,
+        renewed,
+    })
+}
+
+/// The refusal when every candidate of a pick is held.
+fn none_free(
+    others: &[Lease],
+    pick: &PickWant,
+    is_live: &mut dyn FnMut(usize) -> bool,
+) -> LeaseError {
+    const SHOWN: usize = 4;
+    let mut holders: Vec<String> = Vec::new();
+    for (i, o) in others.iter().enumerate() {
+        let held: Vec<&Unit> = o
+            .units
+            .iter()
+            .filter(|u| pick.candidates.iter().any(|c| c.overlaps(u)))
+            .collect();
+        if held.is_empty() || !is_live(i) {
+            continue;
+        }
+        let on: Vec<String> = held
+            .iter()
+            .map(|u| match u.gi {
+                Some(gi) => format!("GPU {} GI {gi}", u.gpu_index),
+                None => format!("GPU {}", u.gpu_index),
+            })
+            .collect();
+        holders.push(format!(
+            "{} on {}{}",
+            o.holder.container_id,
+            on.join(", "),
+            o.holder_hint()
+        ));
+    }
+    let more = holders.len().saturating_sub(SHOWN);
+    holders.truncate(SHOWN);
+    let mut text = holders.join("; ");
+    if more > 0 {
+        text.push_str(&format!("; and {more} more (see `migward leases`)"));
+    }
+    LeaseError::NoneFree {
+        profile: pick.profile.clone(),
+        count: pick.candidates.len(),
+        holders: text,
+    }
 }
 
 /// The lease store under a state dir.
@@ -414,56 +604,67 @@ impl Store {
         lease: &Lease,
         on_reclaim: &mut dyn FnMut(&Lease),
     ) -> Result<Acquired, LeaseError> {
+        self.acquire_picking(lease, &[], on_reclaim)
+            .map(|t| t.acquired)
+    }
+
+    /// [`Store::acquire`], where `lease.units` are the units asked for by
+    /// name and each of `picks` adds the first of its candidates that no
+    /// live holder overlaps, chosen under the lock so that racing
+    /// containers get distinct instances. A container that already holds
+    /// a candidate (a restart) keeps it.
+    pub fn acquire_picking(
+        &self,
+        lease: &Lease,
+        picks: &[PickWant],
+        on_reclaim: &mut dyn FnMut(&Lease),
+    ) -> Result<Taken, LeaseError> {
         validate_id(&lease.holder.container_id)?;
         let _lock = self.lock()?;
-        let mut renewed = false;
-        for other in self.all()? {
-            if other.holder.container_id == lease.holder.container_id {
-                if !other.live() {
-                    continue;
-                }
-                if other.units == lease.units
-                    && other.holder.runtime_root == lease.holder.runtime_root
-                {
-                    renewed = true;
-                    continue;
-                }
-                return Err(LeaseError::IdInUse {
-                    id: other.holder.container_id.clone(),
-                    what: other.units.first().map(Unit::describe).unwrap_or_default(),
-                    root: other
-                        .holder
-                        .runtime_root
-                        .as_deref()
-                        .map(|r| r.display().to_string())
-                        .unwrap_or_else(|| "(hook)".into()),
-                });
-            }
-            let Some((mine, _)) = lease
-                .units
-                .iter()
-                .flat_map(|u| other.units.iter().map(move |o| (u, o)))
-                .find(|(u, o)| u.overlaps(o))
-            else {
-                continue;
-            };
-            if other.live() {
-                return Err(LeaseError::Held {
-                    what: mine.describe(),
-                    holder: other.holder.container_id.clone(),
-                    labels: other.labels_text(),
-                    since: other.holder.since.clone(),
-                });
-            }
+        let others = self.all()?;
+        let choice = choose(&others, lease, picks)?;
+        for &i in &choice.reclaim {
+            let other = &others[i];
             self.remove(&other.holder.container_id)?;
-            self.log_event("reclaim", &other);
-            on_reclaim(&other);
+            self.log_event("reclaim", other);
+            on_reclaim(other);
         }
-        if renewed {
-            return Ok(Acquired::Renewed);
+        if choice.renewed {
+            return Ok(Taken {
+                acquired: Acquired::Renewed,
+                picked: choice.picked,
+            });
         }
-        self.write(lease)?;
-        Ok(Acquired::New)
+        let mut full = lease.clone();
+        full.units = choice.units;
+        self.write(&full)?;
+        Ok(Taken {
+            acquired: Acquired::New,
+            picked: choice.picked,
+        })
+    }
+
+    /// What [`Store::acquire_picking`] would pick now for a container that
+    /// holds nothing, without writing or reclaiming anything (`migward
+    /// resolve`, podman's precreate stage, which has no container id yet).
+    pub fn peek(&self, fixed: &[Unit], picks: &[PickWant]) -> Result<Vec<usize>, LeaseError> {
+        let _lock = self.lock()?;
+        let others = self.all()?;
+        let probe = Lease::new(
+            Holder {
+                container_id: String::new(),
+                bundle: None,
+                creator: None,
+                init: None,
+                runtime_root: None,
+                pid_file: None,
+                since: String::new(),
+                labels: BTreeMap::new(),
+            },
+            fixed.to_vec(),
+        );
+        let mut check = choose(&others, &probe, picks)?;
+        Ok(std::mem::take(&mut check.picked))
     }
 
     /// Frees the lease of container `id`; false if it held none.

@@ -329,3 +329,97 @@ fn scan_reports_corrupt_files_and_get_reads_one() {
     assert!(store.gc().unwrap().is_empty());
     assert!(dir.path().join("leases/bad.json").exists());
 }
+
+fn pick(profile: &str, gis: &[u32]) -> PickWant {
+    PickWant {
+        profile: profile.into(),
+        candidates: gis.iter().map(|&g| unit("G", Some(g), None)).collect(),
+    }
+}
+
+#[test]
+fn picks_take_the_first_free_candidate_and_refuse_when_all_are_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let want = pick("1g.10gb", &[7, 8, 9]);
+    let take = |id: &str, who| {
+        store.acquire_picking(
+            &Lease::new(holder(id, who), vec![]),
+            std::slice::from_ref(&want),
+            &mut |_| {},
+        )
+    };
+    assert_eq!(take("a", me()).unwrap().picked, vec![0]);
+    assert_eq!(take("b", me()).unwrap().picked, vec![1]);
+    // A stale holder of the last one is reclaimed by the pick.
+    let stale = Lease::new(holder("gone", dead()), vec![unit("G", Some(9), None)]);
+    store.write(&stale).unwrap();
+    let mut reclaimed = Vec::new();
+    let t = store
+        .acquire_picking(
+            &Lease::new(holder("c", me()), vec![]),
+            std::slice::from_ref(&want),
+            &mut |l| reclaimed.push(l.holder.container_id.clone()),
+        )
+        .unwrap();
+    assert_eq!((t.picked, reclaimed), (vec![2], vec!["gone".to_string()]));
+    assert_eq!(
+        store.get("c").unwrap().unwrap().units,
+        vec![unit("G", Some(9), None)]
+    );
+    let err = take("d", me()).unwrap_err().to_string();
+    assert!(
+        err.starts_with("no free 1g.10gb: all 3 are held; holders: a on GPU 0 GI 7; b on GPU 0 GI 8; c on GPU 0 GI 9: stop one"),
+        "{err}"
+    );
+    assert!(
+        store.get("d").unwrap().is_none(),
+        "a refusal writes nothing"
+    );
+    // The same container again keeps what it has (a restart).
+    let again = take("b", me()).unwrap();
+    assert_eq!((again.acquired, again.picked), (Acquired::Renewed, vec![1]));
+}
+
+#[test]
+fn picks_skip_what_the_request_names_and_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let lease = Lease::new(holder("a", me()), vec![unit("G", Some(7), None)]);
+    let picks = [pick("1g.10gb", &[7, 8, 9]), pick("1g.10gb", &[7, 8, 9])];
+    let t = store.acquire_picking(&lease, &picks, &mut |_| {}).unwrap();
+    assert_eq!(t.picked, vec![1, 2]);
+    assert_eq!(store.get("a").unwrap().unwrap().units.len(), 3);
+    // A look picks without writing: nothing is free any more.
+    let err = store.peek(&[], &picks[..1]).unwrap_err().to_string();
+    assert!(err.starts_with("no free 1g.10gb"), "{err}");
+    store.release("a").unwrap();
+    assert_eq!(store.peek(&[], &picks).unwrap(), vec![0, 1]);
+    assert!(store.all().unwrap().is_empty(), "peek writes nothing");
+}
+
+#[test]
+fn refusals_point_at_a_docker_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let id = "0123456789abcdef".repeat(4);
+    store
+        .acquire(
+            &Lease::new(holder(&id, me()), vec![unit("G", Some(1), None)]),
+            &mut |_| {},
+        )
+        .unwrap();
+    let err = store
+        .acquire(
+            &Lease::new(holder("b", me()), vec![unit("G", Some(1), None)]),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "held by container {id} (find it with `docker ps --no-trunc --filter id=0123456789ab`)"
+        )),
+        "{err}"
+    );
+}

@@ -8,9 +8,10 @@
 //! Every node needs both a `linux.devices` entry and an allow rule
 //! (DESIGN.md): the plan always carries both.
 
+pub mod nodes;
 mod resolve;
 
-pub use resolve::{mig_state_problem, resolve, ResolveError, Selected};
+pub use resolve::{mig_state_problem, resolve, Pick, Resolution, ResolveError, Selected};
 
 use crate::inventory::procfs::{HostError, HostFiles};
 use crate::inventory::Gpu;
@@ -70,6 +71,17 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+impl Plan {
+    /// What `NVIDIA_VISIBLE_DEVICES` is set to: the granted UUIDs.
+    pub fn visible(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "NVIDIA_VISIBLE_DEVICES")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
@@ -78,14 +90,76 @@ pub enum PlanError {
     Host(#[from] HostError),
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
+    #[error(transparent)]
+    Nodes(#[from] nodes::NodeError),
 }
 
-/// Plans `request` on the host `config` describes: NVML at
-/// `config.nvml_library`, host files under `config.host_root`.
-pub fn on_host(config: &crate::config::Config, request: &Request) -> Result<Plan, PlanError> {
-    use crate::inventory::{Inventory, NvmlInventory};
-    let gpus = NvmlInventory::new(&config.nvml_library).gpus()?;
-    plan(request, &gpus, &HostFiles::new(&config.host_root))
+/// The GPU host a plan is made on: its GPUs (from NVML) and its files.
+pub struct Host {
+    pub gpus: Vec<Gpu>,
+    pub files: HostFiles,
+}
+
+impl Host {
+    /// The host `config` describes: NVML at `config.nvml_library`, host
+    /// files under `config.host_root`.
+    pub fn load(config: &crate::config::Config) -> Result<Host, PlanError> {
+        use crate::inventory::{Inventory, NvmlInventory};
+        Ok(Host {
+            gpus: NvmlInventory::new(&config.nvml_library).gpus()?,
+            files: HostFiles::new(&config.host_root),
+        })
+    }
+
+    /// Resolves `request` here; device nodes are mapped back first.
+    pub fn resolve(&self, request: &Request) -> Result<Resolution, PlanError> {
+        let spec_nodes: Vec<_> = request
+            .ids
+            .iter()
+            .filter_map(|id| match id {
+                DeviceId::Node(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        let wants = if spec_nodes.is_empty() {
+            Vec::new()
+        } else {
+            nodes::wants(&spec_nodes, &self.files)?
+        };
+        Ok(resolve(request, &self.gpus, &wants)?)
+    }
+
+    /// The plan for what was selected (fixed devices and picked instances).
+    pub fn plan(&self, request: &Request, selected: &[Selected]) -> Result<Plan, PlanError> {
+        build(request, selected, &self.gpus, &self.files)
+    }
+
+    /// What a selected device holds, for the lease store.
+    pub fn grant_of(&self, sel: Selected) -> Grant {
+        grant_of(&self.gpus, sel)
+    }
+}
+
+/// What a selected device holds.
+pub fn grant_of(gpus: &[Gpu], sel: Selected) -> Grant {
+    let (g, mig) = match sel {
+        Selected::Whole { gpu } => (gpu, None),
+        Selected::Mig { gpu, mig } => (gpu, Some(mig)),
+    };
+    let gpu = &gpus[g];
+    Grant {
+        gpu_index: gpu.index,
+        gpu_uuid: gpu.uuid.clone(),
+        mig: mig.map(|m| {
+            let dev = &gpu.mig_devices[m];
+            MigGrant {
+                uuid: dev.uuid.clone(),
+                profile: dev.profile.clone(),
+                gi: dev.gi,
+                ci: dev.ci,
+            }
+        }),
+    }
 }
 
 fn node(path: String, major: u32, minor: u32, mode: u32) -> DeviceNode {
@@ -98,10 +172,30 @@ fn node(path: String, major: u32, minor: u32, mode: u32) -> DeviceNode {
     }
 }
 
-/// Builds the plan for `request` over `gpus`, reading majors and cap minors
-/// from `host`.
+/// Builds the plan for `request` over `gpus` without a lease store: each
+/// profile gets its first candidate not already taken by this request.
 pub fn plan(request: &Request, gpus: &[Gpu], host: &HostFiles) -> Result<Plan, PlanError> {
-    let selected = resolve(request, gpus)?;
+    let h = Host {
+        gpus: gpus.to_vec(),
+        files: host.clone(),
+    };
+    let Resolution { mut fixed, picks } = h.resolve(request)?;
+    for p in picks {
+        if let Some(c) = p.candidates.iter().find(|c| !fixed.contains(c)) {
+            fixed.push(*c);
+        }
+    }
+    build(request, &fixed, gpus, host)
+}
+
+/// Builds the plan for `selected` over `gpus`, reading majors and cap
+/// minors from `host`.
+pub fn build(
+    request: &Request,
+    selected: &[Selected],
+    gpus: &[Gpu],
+    host: &HostFiles,
+) -> Result<Plan, PlanError> {
     let needs_caps = selected.iter().any(|s| matches!(s, Selected::Mig { .. }));
     let majors = host.majors()?;
     let (uvm, caps) = host.require(majors, needs_caps)?;
@@ -130,7 +224,7 @@ pub fn plan(request: &Request, gpus: &[Gpu], host: &HostFiles) -> Result<Plan, P
             _ => None,
         })
         .collect();
-    for sel in &selected {
+    for sel in selected {
         let (g, mig) = match *sel {
             Selected::Whole { gpu } => (gpu, None),
             Selected::Mig { gpu, mig } => (gpu, Some(mig)),
@@ -147,11 +241,7 @@ pub fn plan(request: &Request, gpus: &[Gpu], host: &HostFiles) -> Result<Plan, P
         }
         let Some(m) = mig else {
             visible.push(gpu.uuid.clone());
-            grants.push(Grant {
-                gpu_index: gpu.index,
-                gpu_uuid: gpu.uuid.clone(),
-                mig: None,
-            });
+            grants.push(grant_of(gpus, *sel));
             continue;
         };
         let dev = &gpu.mig_devices[m];
@@ -175,16 +265,7 @@ pub fn plan(request: &Request, gpus: &[Gpu], host: &HostFiles) -> Result<Plan, P
         if !whole_gpus.contains(&g) {
             visible.push(dev.uuid.clone());
         }
-        grants.push(Grant {
-            gpu_index: gpu.index,
-            gpu_uuid: gpu.uuid.clone(),
-            mig: Some(MigGrant {
-                uuid: dev.uuid.clone(),
-                profile: dev.profile.clone(),
-                gi: dev.gi,
-                ci: dev.ci,
-            }),
-        });
+        grants.push(grant_of(gpus, *sel));
     }
     let rules = devices
         .iter()

@@ -165,12 +165,12 @@ fn bad_requests_name_the_problem() {
         (
             &h,
             "7".into(),
-            "GPU index 7 is out of range: this host has 4 GPU(s)",
+            "GPU index 7 is out of range: this host has 4 GPU(s), indices 0 to 3",
         ),
         (
             &h,
             "0:5".into(),
-            "MIG index 0:5 is out of range: GPU 0 has 2 MIG device(s)",
+            "MIG index 0:5 names no MIG device: GPU 0 has 2 MIG device(s)",
         ),
         (
             &pending,
@@ -191,6 +191,16 @@ fn bad_requests_name_the_problem() {
             &pending,
             format!("MIG-{}/1/0", pending.gpus[1].uuid),
             "MIG is not enabled on it",
+        ),
+        (
+            &h,
+            "4g.40gb".into(),
+            "no MIG device has profile 4g.40gb on this host; profiles here: 3g.40gb ×2, 2g.20gb ×6, 1g.10gb ×9",
+        ),
+        (
+            &pending,
+            "1g.5gb".into(),
+            "no MIG device has profile 1g.5gb on this host; this host has no MIG devices",
         ),
     ];
     for (host, value, want) in cases {
@@ -254,6 +264,122 @@ fn broken_host_files_name_the_file() {
         .to_string();
     assert!(
         err.contains("cannot read") && err.contains("mig-minors"),
+        "{err}"
+    );
+}
+
+fn host_of(text: &str) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = Topology::parse(text, "test").unwrap();
+    write_host_tree(&topo, dir.path()).unwrap();
+    let gpus = TopologyInventory(topo).gpus().unwrap();
+    Host {
+        files: HostFiles::new(dir.path()),
+        _dir: dir,
+        gpus,
+    }
+}
+
+#[test]
+fn mig_index_is_the_nvml_slot_as_the_device_plugin_means_it() {
+    // NVML numbers MIG devices in creation (topology) order, so with GI 5
+    // created first, 0:0 is GI 5 although the list shows it second.
+    let h = host_of(
+        "[[gpu]]\nmodel = \"A100-80GB\"\ninstances = [{ profile = \"3g.40gb\", start = 4, gi = 5 }, { profile = \"3g.40gb\", start = 0, gi = 1 }]\n",
+    );
+    let by_gi: Vec<(u32, u32)> = h.gpus[0]
+        .mig_devices
+        .iter()
+        .map(|m| (m.gi, m.index))
+        .collect();
+    assert_eq!(by_gi, vec![(1, 1), (5, 0)]);
+    for (id, gi) in [("0:0", 5), ("0:1", 1)] {
+        let p = plan(&req(id), &h.gpus, &h.files).unwrap();
+        assert_eq!(p.grants[0].mig.as_ref().unwrap().gi, gi, "{id}");
+    }
+}
+
+#[test]
+fn profiles_take_candidates_in_gpu_then_placement_order() {
+    let h = host_of(
+        "[[gpu]]\nmodel = \"A100-80GB\"\ninstances = [{ profile = \"1g.10gb\", start = 6 }, { profile = \"1g.10gb\", start = 5 }, \"3g.40gb\"]\n[[gpu]]\nmodel = \"A100-80GB\"\ninstances = [\"1g.10gb\"]\n",
+    );
+    let files = h.files.clone();
+    let host = crate::plan::Host {
+        gpus: h.gpus.clone(),
+        files,
+    };
+    let res = host.resolve(&req("1g.10gb")).unwrap();
+    assert!(res.fixed.is_empty());
+    let order: Vec<(u32, u32)> = res.picks[0]
+        .candidates
+        .iter()
+        .map(|s| {
+            let g = host.grant_of(*s);
+            let gpu = &h.gpus[g.gpu_index as usize];
+            let m = gpu
+                .mig_devices
+                .iter()
+                .find(|m| m.gi == g.mig.as_ref().unwrap().gi)
+                .unwrap();
+            (g.gpu_index, m.placement.start)
+        })
+        .collect();
+    assert_eq!(order, vec![(0, 5), (0, 6), (1, 0)]);
+    // Without a lease store, two asks of one profile get two instances.
+    let p = plan(&req("1g.10gb,mig-1g.10gb"), &h.gpus, &h.files).unwrap();
+    assert_eq!(p.grants.len(), 2);
+    assert_ne!(p.grants[0], p.grants[1]);
+    let visible = p.visible();
+    assert_eq!(visible.split(',').count(), 2, "{visible}");
+    assert!(
+        visible.split(',').all(|u| u.starts_with("MIG-")),
+        "{visible}"
+    );
+}
+
+#[test]
+fn device_nodes_plan_like_the_uuid_they_form() {
+    use crate::request::{DeviceId, SpecNode};
+    let h = host("a100x4-mixed");
+    let dev = &h.gpus[3].mig_devices[2];
+    let by_uuid = plan(&req(&dev.uuid), &h.gpus, &h.files).unwrap();
+    let node = |path: String, major, minor| DeviceId::Node(SpecNode { path, major, minor });
+    let caps: Vec<_> = by_uuid
+        .devices
+        .iter()
+        .filter(|d| d.major == CAPS_MAJOR)
+        .collect();
+    let request = Request {
+        source: Source::EngineNodes,
+        ids: vec![
+            node("/dev/nvidia3".into(), 195, 3),
+            node(caps[0].path.clone(), CAPS_MAJOR, caps[0].minor),
+            node(caps[1].path.clone(), CAPS_MAJOR, caps[1].minor),
+        ],
+    };
+    let by_nodes = plan(&request, &h.gpus, &h.files).unwrap();
+    assert_eq!(by_nodes.devices, by_uuid.devices);
+    assert_eq!(by_nodes.grants, by_uuid.grants);
+    assert_eq!(by_nodes.visible(), dev.uuid);
+
+    // A cap of an instance that no longer exists (GPU 3 has GIs 7..13
+    // only after re-creation; GI 2's CI 1 was never made).
+    let g = 3 + 135 * 3 + 9 * 2;
+    let stale = Request {
+        source: Source::EngineNodes,
+        ids: vec![
+            node(format!("/dev/nvidia-caps/nvidia-cap{g}"), CAPS_MAJOR, g),
+            node(
+                format!("/dev/nvidia-caps/nvidia-cap{}", g + 2),
+                CAPS_MAJOR,
+                g + 2,
+            ),
+        ],
+    };
+    let err = plan(&stale, &h.gpus, &h.files).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("device nodes in the spec: /dev/nvidia-caps/nvidia-cap{} names MIG device gpu3/gi2/ci1, which does not exist now", g + 2)),
         "{err}"
     );
 }

@@ -1,6 +1,9 @@
 //! The device-id grammar (DESIGN.md, "request"), comma separated:
 //! `MIG-<uuid>`, legacy `MIG-GPU-<gpu-uuid>/<gi>/<ci>`, `GPU-<uuid>`, GPU
-//! index `N`, MIG index `N:M`, `all`, and `none`, `void` or empty for "no GPU".
+//! index `N`, MIG index `N:M`, a MIG profile (`1g.10gb`, `mig-1g.10gb`:
+//! one free instance of it), `all`, and `none`, `void` or empty for "no GPU".
+//! Device nodes an engine put into a spec become [`DeviceId::Node`]s; they
+//! have no text form.
 
 use std::fmt;
 
@@ -19,6 +22,27 @@ pub enum DeviceId {
     MigIndex(u32, u32),
     /// Every GPU.
     All,
+    /// One free MIG device of this profile (`1g.10gb`, `1c.3g.40gb`),
+    /// lowercase, without the Kubernetes `mig-` prefix. Each occurrence
+    /// asks for one more instance.
+    Profile(String),
+    /// An NVIDIA device node an engine already put into the spec (CDI,
+    /// `--device`, a device plugin's device specs).
+    Node(SpecNode),
+}
+
+/// A character device entry of `linux.devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpecNode {
+    pub path: String,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for SpecNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (c {}:{})", self.path, self.major, self.minor)
+    }
 }
 
 impl fmt::Display for DeviceId {
@@ -29,6 +53,8 @@ impl fmt::Display for DeviceId {
             DeviceId::GpuIndex(n) => write!(f, "{n}"),
             DeviceId::MigIndex(n, m) => write!(f, "{n}:{m}"),
             DeviceId::All => f.write_str("all"),
+            DeviceId::Profile(p) => f.write_str(p),
+            DeviceId::Node(n) => n.fmt(f),
         }
     }
 }
@@ -60,7 +86,7 @@ pub fn parse_ids(value: &str) -> Result<Vec<DeviceId>, String> {
             continue;
         }
         let id = parse_one(item)?;
-        if !ids.contains(&id) {
+        if matches!(id, DeviceId::Profile(_)) || !ids.contains(&id) {
             ids.push(id);
         }
     }
@@ -86,10 +112,34 @@ fn parse_index(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
+/// A MIG profile name as `nvidia-smi mig -lgip` and the Kubernetes device
+/// plugin spell it: `[<c>c.]<g>g.<mem>gb[+me]`, optionally `mig-` first.
+/// Returns it lowercase without the `mig-` prefix.
+pub fn parse_profile(item: &str) -> Option<String> {
+    let lower = item.to_ascii_lowercase();
+    let name = lower.strip_prefix("mig-").unwrap_or(&lower);
+    let digits = |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
+    let body = name.strip_suffix("+me").unwrap_or(name);
+    let mut parts: Vec<&str> = body.split('.').collect();
+    if parts.len() == 3 {
+        let ci = parts.remove(0);
+        if !ci.strip_suffix('c').is_some_and(digits) {
+            return None;
+        }
+    }
+    let ok = parts.len() == 2
+        && parts[0].strip_suffix('g').is_some_and(digits)
+        && parts[1].strip_suffix("gb").is_some_and(digits);
+    ok.then(|| name.to_string())
+}
+
 fn parse_one(item: &str) -> Result<DeviceId, String> {
     let shown = super::shown(item);
     if item.eq_ignore_ascii_case("all") {
         return Ok(DeviceId::All);
+    }
+    if let Some(profile) = parse_profile(item) {
+        return Ok(DeviceId::Profile(profile));
     }
     if let Some(rest) = strip_prefix_ci(item, "MIG-GPU-") {
         let mut parts = rest.split('/');
@@ -140,7 +190,7 @@ fn parse_one(item: &str) -> Result<DeviceId, String> {
     match parse_index(item) {
         Some(n) => Ok(DeviceId::GpuIndex(n)),
         None => Err(format!(
-            "{shown} is not a device id: use MIG-<uuid>, GPU-<uuid>, an index N, N:M, all or none"
+            "{shown} is not a device id: use MIG-<uuid>, GPU-<uuid>, an index N, N:M, a profile such as 1g.10gb, all or none"
         )),
     }
 }

@@ -1,14 +1,20 @@
 //! Which GPUs a container asked for: pure parsing of the spec.
 //!
-//! Sources, highest first (DESIGN.md, "request"): the annotation (default
-//! `migward/devices`), then `CUDA_VISIBLE_DEVICES` when it names MIG devices,
-//! then `NVIDIA_VISIBLE_DEVICES`. Everything here is untrusted input from an
-//! image or a user: values are bounded, and every error names the source and
-//! the value (cut to a printable length).
+//! Sources, highest first (DESIGN.md, "Every way a GPU reaches a
+//! container"), read by the table [`READERS`]: the annotation (default
+//! `migward/devices`), `CUDA_VISIBLE_DEVICES` when it names MIG devices or
+//! profiles, `NVIDIA_VISIBLE_DEVICES`, then the NVIDIA device nodes an
+//! engine already put into the spec (CDI, `--device`, device plugins). The
+//! first source that says something decides: `none`/`void`/empty in the
+//! annotation means "no GPU", in an env variable it means "ask the next
+//! source" (CDI writes `NVIDIA_VISIBLE_DEVICES=void` next to its nodes).
+//! Everything here is untrusted input from an image or a user: values are
+//! bounded, and every error names the source and the value (cut to a
+//! printable length).
 
 mod ids;
 
-pub use ids::{is_uuid_body, parse_ids, DeviceId};
+pub use ids::{is_uuid_body, parse_ids, parse_profile, DeviceId, SpecNode};
 
 use serde_json::Value;
 use std::fmt;
@@ -22,6 +28,8 @@ pub enum Source {
     Annotation(String),
     Env(&'static str),
     Argument,
+    /// NVIDIA device nodes already in the spec's `linux.devices`.
+    EngineNodes,
 }
 
 impl fmt::Display for Source {
@@ -30,6 +38,7 @@ impl fmt::Display for Source {
             Source::Annotation(key) => write!(f, "annotation {key}"),
             Source::Env(name) => write!(f, "env {name}"),
             Source::Argument => f.write_str("argument"),
+            Source::EngineNodes => f.write_str("device nodes in the spec"),
         }
     }
 }
@@ -73,12 +82,159 @@ pub fn shown(value: &str) -> String {
     format!("\"{out}\"")
 }
 
+/// The NVIDIA majors of the host, to tell GPU nodes in a spec apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeMajors {
+    /// `/dev/nvidia<N>`, `nvidiactl` (255) and `nvidia-modeset` (254).
+    pub nvidia: u32,
+    /// `/dev/nvidia-caps/nvidia-cap<N>`, when the host has MIG support.
+    pub caps: Option<u32>,
+}
+
 /// What to read from a spec.
 #[derive(Debug, Clone)]
 pub struct RequestPolicy<'a> {
     pub annotation: &'a str,
     /// Whether `CUDA_VISIBLE_DEVICES` / `NVIDIA_VISIBLE_DEVICES` count.
     pub env_requests: bool,
+    /// Whether NVIDIA nodes already in the spec are a request, and the
+    /// majors that tell them apart; `None`: they are not.
+    pub engine_nodes: Option<NodeMajors>,
+}
+
+/// What one source says about a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Said {
+    /// Nothing: ask the next source.
+    Nothing,
+    /// No GPU, and no lower source is asked.
+    NoGpu,
+    Asks(Request),
+}
+
+type Reader = fn(&Value, &RequestPolicy) -> Result<Said, RequestError>;
+
+/// Every request source, highest first.
+pub const READERS: [Reader; 4] = [annotation, cuda_env, nvidia_env, engine_nodes];
+
+fn annotation(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> {
+    let Some(annotations) = spec.get("annotations").filter(|a| !a.is_null()) else {
+        return Ok(Said::Nothing);
+    };
+    let annotations = annotations.as_object().ok_or(RequestError::Shape {
+        field: "annotations",
+        expected: "an object",
+    })?;
+    let Some(value) = annotations.get(policy.annotation) else {
+        return Ok(Said::Nothing);
+    };
+    let value = value.as_str().ok_or(RequestError::Shape {
+        field: "annotations",
+        expected: "an object of strings",
+    })?;
+    let source = Source::Annotation(policy.annotation.to_string());
+    Ok(match Request::parse(source, value)? {
+        Some(r) => Said::Asks(r),
+        None => Said::NoGpu,
+    })
+}
+
+fn env_said(spec: &Value, name: &'static str) -> Result<Said, RequestError> {
+    let env = spec_env(spec)?;
+    let Some(value) = env_value(&env, name) else {
+        return Ok(Said::Nothing);
+    };
+    Ok(match Request::parse(Source::Env(name), value)? {
+        Some(r) => Said::Asks(r),
+        None => Said::Nothing,
+    })
+}
+
+fn cuda_env(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> {
+    if !policy.env_requests {
+        return Ok(Said::Nothing);
+    }
+    // Plain indices in CUDA_VISIBLE_DEVICES select among the devices the
+    // container already sees; only MIG ids and profiles name host devices.
+    let env = spec_env(spec)?;
+    let names_mig = env_value(&env, "CUDA_VISIBLE_DEVICES").is_some_and(|value| {
+        value.split(',').map(str::trim).any(|item| {
+            item.get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("MIG-"))
+                || parse_profile(item).is_some()
+        })
+    });
+    if !names_mig {
+        return Ok(Said::Nothing);
+    }
+    env_said(spec, "CUDA_VISIBLE_DEVICES")
+}
+
+fn nvidia_env(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> {
+    if !policy.env_requests {
+        return Ok(Said::Nothing);
+    }
+    env_said(spec, "NVIDIA_VISIBLE_DEVICES")
+}
+
+/// The NVIDIA character devices of `linux.devices` that name a GPU or a MIG
+/// capability: `/dev/nvidia<N>` and the cap nodes. The shared nodes
+/// (`nvidiactl`, `nvidia-modeset`, uvm) name no device and are not listed.
+pub fn gpu_nodes(spec: &Value, majors: NodeMajors) -> Result<Vec<SpecNode>, RequestError> {
+    let shape = RequestError::Shape {
+        field: "linux.devices",
+        expected: "a list of device objects",
+    };
+    let devices = match spec.pointer("/linux/devices") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(d)) => d,
+        Some(_) => return Err(shape),
+    };
+    let mut out = Vec::new();
+    for d in devices {
+        if d.get("type").and_then(Value::as_str) == Some("b") {
+            continue;
+        }
+        let number = |k: &str| {
+            d.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        let (Some(major), Some(minor)) = (number("major"), number("minor")) else {
+            continue;
+        };
+        let gpu = major == majors.nvidia && minor < SHARED_NVIDIA_MINORS;
+        if gpu || Some(major) == majors.caps {
+            let path = d.get("path").and_then(Value::as_str).unwrap_or("?");
+            let node = SpecNode {
+                path: shown(path).trim_matches('"').to_string(),
+                major,
+                minor,
+            };
+            if !out.contains(&node) {
+                out.push(node);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Minors of major 195 at and above this are shared nodes, not GPUs
+/// (`nvidia-modeset` 254, `nvidiactl` 255).
+pub const SHARED_NVIDIA_MINORS: u32 = 254;
+
+fn engine_nodes(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> {
+    let Some(majors) = policy.engine_nodes else {
+        return Ok(Said::Nothing);
+    };
+    let nodes = gpu_nodes(spec, majors)?;
+    if nodes.is_empty() {
+        return Ok(Said::Nothing);
+    }
+    Ok(Said::Asks(Request {
+        source: Source::EngineNodes,
+        ids: nodes.into_iter().map(DeviceId::Node).collect(),
+    }))
 }
 
 impl Request {
@@ -106,45 +262,30 @@ impl Request {
         }
     }
 
-    /// Reads the request of an OCI spec (config.json as JSON).
+    /// Reads the request of an OCI spec (config.json as JSON): the first
+    /// source of [`READERS`] that says something.
     pub fn from_spec(
         spec: &Value,
         policy: &RequestPolicy,
     ) -> Result<Option<Request>, RequestError> {
-        if let Some(annotations) = spec.get("annotations").filter(|a| !a.is_null()) {
-            let annotations = annotations.as_object().ok_or(RequestError::Shape {
-                field: "annotations",
-                expected: "an object",
-            })?;
-            if let Some(value) = annotations.get(policy.annotation) {
-                let source = Source::Annotation(policy.annotation.to_string());
-                let value = value.as_str().ok_or(RequestError::Shape {
-                    field: "annotations",
-                    expected: "an object of strings",
-                })?;
-                return Request::parse(source, value);
+        for reader in READERS {
+            match reader(spec, policy)? {
+                Said::Nothing => continue,
+                Said::NoGpu => return Ok(None),
+                Said::Asks(request) => return Ok(Some(request)),
             }
         }
-        if !policy.env_requests {
-            return Ok(None);
-        }
-        let env = spec_env(spec)?;
-        if let Some(value) = env_value(&env, "CUDA_VISIBLE_DEVICES") {
-            // Plain indices in CUDA_VISIBLE_DEVICES select among the devices
-            // the container already sees; only MIG ids name host devices.
-            let names_mig = value.split(',').any(|item| {
-                item.trim()
-                    .get(..4)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("MIG-"))
-            });
-            if names_mig {
-                return Request::parse(Source::Env("CUDA_VISIBLE_DEVICES"), value);
-            }
-        }
-        match env_value(&env, "NVIDIA_VISIBLE_DEVICES") {
-            Some(value) => Request::parse(Source::Env("NVIDIA_VISIBLE_DEVICES"), value),
-            None => Ok(None),
-        }
+        Ok(None)
+    }
+
+    /// Whether the request asks for every GPU.
+    pub fn is_all(&self) -> bool {
+        self.ids.contains(&DeviceId::All)
+    }
+
+    /// Whether the request names profiles, to be picked under the lease lock.
+    pub fn has_profiles(&self) -> bool {
+        self.ids.iter().any(|id| matches!(id, DeviceId::Profile(_)))
     }
 }
 

@@ -95,16 +95,26 @@ fn control_characters_are_escaped_in_errors() {
     assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err:?}");
 }
 
+const MAJORS: NodeMajors = NodeMajors {
+    nvidia: 195,
+    caps: Some(508),
+};
+
+fn policy() -> RequestPolicy<'static> {
+    RequestPolicy {
+        annotation: "migward/devices",
+        env_requests: true,
+        engine_nodes: Some(MAJORS),
+    }
+}
+
 fn spec(env: &[&str], annotations: serde_json::Value) -> serde_json::Value {
     json!({"ociVersion": "1.0.2", "process": {"env": env}, "annotations": annotations})
 }
 
 #[test]
 fn sources_follow_precedence() {
-    let policy = RequestPolicy {
-        annotation: "migward/devices",
-        env_requests: true,
-    };
+    let policy = policy();
     let mig = format!("MIG-{U}");
     let cuda = format!("CUDA_VISIBLE_DEVICES={mig}");
     type Case = (serde_json::Value, Option<(Source, Vec<DeviceId>)>);
@@ -140,6 +150,43 @@ fn sources_follow_precedence() {
         (spec(&["NVIDIA_VISIBLE_DEVICES=void"], json!({})), None),
         (spec(&[&cuda], json!({"migward/devices": "none"})), None),
         (json!({"ociVersion": "1.0.2"}), None),
+        (
+            spec(
+                &[
+                    "CUDA_VISIBLE_DEVICES=mig-1g.10gb",
+                    "NVIDIA_VISIBLE_DEVICES=all",
+                ],
+                json!({}),
+            ),
+            Some((
+                Source::Env("CUDA_VISIBLE_DEVICES"),
+                vec![DeviceId::Profile("1g.10gb".into())],
+            )),
+        ),
+        (
+            spec(&["NVIDIA_VISIBLE_DEVICES=3g.40gb,3g.40gb"], json!({})),
+            Some((
+                Source::Env("NVIDIA_VISIBLE_DEVICES"),
+                vec![
+                    DeviceId::Profile("3g.40gb".into()),
+                    DeviceId::Profile("3g.40gb".into()),
+                ],
+            )),
+        ),
+        // CDI: the engine's nodes next to NVIDIA_VISIBLE_DEVICES=void.
+        (
+            cdi_spec(&["NVIDIA_VISIBLE_DEVICES=void"], json!({})),
+            Some((Source::EngineNodes, cdi_ids())),
+        ),
+        // A higher source wins over the nodes; the annotation's none is final.
+        (
+            cdi_spec(&["NVIDIA_VISIBLE_DEVICES=1"], json!({})),
+            Some((
+                Source::Env("NVIDIA_VISIBLE_DEVICES"),
+                vec![DeviceId::GpuIndex(1)],
+            )),
+        ),
+        (cdi_spec(&[], json!({"migward/devices": "none"})), None),
     ];
     for (spec, want) in cases {
         let got = Request::from_spec(&spec, &policy)
@@ -149,11 +196,77 @@ fn sources_follow_precedence() {
     }
 }
 
+/// A spec as CDI leaves it for a MIG device: parent, GI and CI caps, the
+/// shared nodes, and a block device and a non-NVIDIA char device.
+fn cdi_spec(env: &[&str], annotations: serde_json::Value) -> serde_json::Value {
+    let mut s = spec(env, annotations);
+    s["linux"] = json!({"devices": [
+        {"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255},
+        {"path": "/dev/nvidia-modeset", "type": "c", "major": 195, "minor": 254},
+        {"path": "/dev/nvidia-uvm", "type": "c", "major": 511, "minor": 0},
+        {"path": "/dev/nvidia3", "type": "c", "major": 195, "minor": 3},
+        {"path": "/dev/nvidia-caps/nvidia-cap417", "type": "c", "major": 508, "minor": 417},
+        {"path": "/dev/nvidia-caps/nvidia-cap418", "type": "c", "major": 508, "minor": 418},
+        {"path": "/dev/nvidia-caps/nvidia-cap418", "type": "c", "major": 508, "minor": 418},
+        {"path": "/dev/sda", "type": "b", "major": 195, "minor": 1},
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}
+    ]});
+    s
+}
+
+fn cdi_ids() -> Vec<DeviceId> {
+    let node = |path: &str, major, minor| {
+        DeviceId::Node(SpecNode {
+            path: path.into(),
+            major,
+            minor,
+        })
+    };
+    vec![
+        node("/dev/nvidia3", 195, 3),
+        node("/dev/nvidia-caps/nvidia-cap417", 508, 417),
+        node("/dev/nvidia-caps/nvidia-cap418", 508, 418),
+    ]
+}
+
+#[test]
+fn engine_nodes_count_only_when_enabled() {
+    let s = cdi_spec(&[], json!({}));
+    let off = RequestPolicy {
+        engine_nodes: None,
+        ..policy()
+    };
+    assert_eq!(Request::from_spec(&s, &off).unwrap(), None);
+    let bad = json!({"ociVersion": "1.0.2", "linux": {"devices": {"path": "/dev/nvidia0"}}});
+    let err = Request::from_spec(&bad, &policy()).unwrap_err().to_string();
+    assert!(err.contains("linux.devices is not a list"), "{err}");
+}
+
+#[test]
+fn profiles_are_recognised() {
+    let cases = [
+        ("1g.10gb", Some("1g.10gb")),
+        ("MIG-1G.10GB", Some("1g.10gb")),
+        ("1g.10gb+me", Some("1g.10gb+me")),
+        ("1c.3g.40gb", Some("1c.3g.40gb")),
+        ("7g.80gb", Some("7g.80gb")),
+        ("1g", None),
+        ("1g.10", None),
+        ("g.10gb", None),
+        ("1x.3g.40gb", None),
+        ("1g.10gb.5", None),
+        ("mig-", None),
+    ];
+    for (item, want) in cases {
+        assert_eq!(parse_profile(item).as_deref(), want, "{item}");
+    }
+}
+
 #[test]
 fn env_requests_can_be_turned_off() {
     let policy = RequestPolicy {
-        annotation: "migward/devices",
         env_requests: false,
+        ..policy()
     };
     let s = spec(&[&format!("CUDA_VISIBLE_DEVICES=MIG-{U}")], json!({}));
     assert_eq!(Request::from_spec(&s, &policy).unwrap(), None);
@@ -163,10 +276,7 @@ fn env_requests_can_be_turned_off() {
 
 #[test]
 fn malformed_env_names_the_variable() {
-    let policy = RequestPolicy {
-        annotation: "migward/devices",
-        env_requests: true,
-    };
+    let policy = policy();
     let s = spec(&["CUDA_VISIBLE_DEVICES=MIG-zz"], json!({}));
     let err = Request::from_spec(&s, &policy).unwrap_err().to_string();
     assert!(

@@ -137,12 +137,13 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
     };
     let (path, mut spec) = crate::spec::load_bundle(&bundle)?;
     let majors = apply::gpu_majors(config);
-    let Some(plan) = apply::gpu_plan(config, &spec, &id)? else {
+    let Some(request) = apply::gpu_request(config, &spec, &id, &majors)? else {
         // No GPU request: the container must see no NVIDIA node, even one
-        // an engine passed through, and a runtime below (such as
-        // nvidia-container-runtime) must not add any: NVIDIA_VISIBLE_DEVICES
-        // becomes `void`. Nothing to write in the common case.
-        let stripped = edit::strip_nvidia(&mut spec, &majors);
+        // an engine passed through (engine_devices = "strip"), and a runtime
+        // below (such as nvidia-container-runtime) must not add any:
+        // NVIDIA_VISIBLE_DEVICES becomes `void`. Nothing to write in the
+        // common case.
+        let stripped = edit::strip_nvidia(&mut spec, &majors.all);
         if stripped | edit::void_visible_devices(&mut spec) {
             crate::spec::write_atomic(&path, &spec)?;
         }
@@ -155,10 +156,9 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
             log::warning(log_path, inv.log_format_json, &format!("migward: {msg}"));
         }
     };
-    plan.warnings.iter().for_each(|w| warn(w));
     let who = apply::HolderOf {
         id: &id,
-        bundle: &bundle,
+        bundle: Some(&bundle),
         // This process becomes runc by exec: it holds the lease until runc
         // has written the container's state.
         creator: ProcessId::current(),
@@ -166,11 +166,12 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         runtime_root: Some(inv.root.clone().unwrap_or_else(|| DEFAULT_RUNC_ROOT.into())),
         pid_file: inv.pid_file.clone(),
     };
-    let acquired = apply::take_lease(config, &spec, &plan, who, &mut |m| warn(&m))?;
-    let written = apply::edit_spec(&mut spec, &plan, config, &majors)
+    let granted = apply::grant(config, &spec, &request, Some(who), &mut |m| warn(&m))?;
+    granted.plan.warnings.iter().for_each(|w| warn(w));
+    let written = apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors.all)
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(crate::spec::write_atomic(&path, &spec)?));
-    let ours = (acquired == Acquired::New).then(|| id.to_string());
+    let ours = (granted.acquired == Some(Acquired::New)).then(|| id.to_string());
     if let Err(e) = written {
         // Only a lease this call took is undone: a renewed one belongs to
         // a container that exists.

@@ -171,6 +171,11 @@ pub fn apply_plan(spec: &mut Value, plan: &Plan) {
     }
 }
 
+/// Sets annotation `key` to `value`, keeping every other annotation.
+pub fn set_annotation(spec: &mut Value, key: &str, value: &str) {
+    object_at(spec, "annotations").insert(key.to_string(), json!(value));
+}
+
 /// Adds `hook` to `hooks.<stage>` unless an identical one is there; keeps
 /// every existing hook (docker adds its own prestart hook).
 pub fn add_hook(spec: &mut Value, stage: &str, hook: Value) {
