@@ -37,6 +37,10 @@ pub enum ApplyError {
         #[source]
         source: LeaseError,
     },
+    #[error(transparent)]
+    Look(Box<PlanError>),
+    #[error(transparent)]
+    LookStore(LeaseError),
     #[error("cannot find the migward binary for the poststop hook: {0}")]
     Exe(std::io::Error),
 }
@@ -145,26 +149,54 @@ pub struct Granted {
     pub acquired: Option<Acquired>,
 }
 
-/// Resolves `request` on the host, takes the lease for `who` (profiles are
-/// picked under the lease lock, so racing containers get distinct
-/// instances) and plans what was taken. Without `who`, shows what would be
-/// picked now and leases nothing. Stale holders in the way are reclaimed
-/// and reported through `on_reclaim` as one line each.
+/// Whom [`grant`] leases for.
+pub enum Grantee<'a> {
+    /// A container: its lease is taken.
+    Holder(HolderOf<'a>),
+    /// Nobody: a look at what would be picked now (`migward resolve`).
+    Look,
+    /// A container that has no id yet (podman's precreate): a look in which
+    /// a profile with nothing free takes its first instance, so that the
+    /// createRuntime hook's acquire refuses naming the holder.
+    Precreate,
+}
+
+/// Resolves `request` on the host, takes the lease for the grantee
+/// (profiles are picked under the lease lock, so racing containers get
+/// distinct instances) and plans what was taken. Stale holders in the way
+/// are reclaimed and reported through `on_reclaim` as one line each.
 pub fn grant(
     config: &Config,
     spec: &Value,
     request: &Request,
-    who: Option<HolderOf>,
+    grantee: Grantee,
     on_reclaim: &mut dyn FnMut(String),
 ) -> Result<Granted, ApplyError> {
-    let id = who.as_ref().map(|w| w.id).unwrap_or("(not yet created)");
-    let plan_err = |source: PlanError| ApplyError::Plan {
-        id: id.to_string(),
-        source: Box::new(source),
+    let (who, take_first) = match grantee {
+        Grantee::Holder(w) => (Some(w), false),
+        Grantee::Look => (None, false),
+        Grantee::Precreate => (None, true),
     };
-    let lease_err = |source: LeaseError| ApplyError::Lease {
-        id: id.to_string(),
-        source,
+    // A look has no container to name in its errors; precreate names the
+    // stage (the container has no id yet).
+    let id = match (&who, take_first) {
+        (Some(w), _) => Some(w.id),
+        (None, true) => Some("(precreate)"),
+        (None, false) => None,
+    };
+    let plan_err = |source: PlanError| match id {
+        Some(id) => ApplyError::Plan {
+            id: id.to_string(),
+            source: Box::new(source),
+        },
+        None => ApplyError::Look(Box::new(source)),
+    };
+    let lease_err = |source: LeaseError| match id {
+        Some(id) => ApplyError::Lease {
+            id: id.to_string(),
+            source,
+        },
+        None => ApplyError::LookStore(source),
     };
     let host = Host::load(config).map_err(plan_err)?;
     let resolution = host.resolve(request).map_err(plan_err)?;
@@ -210,7 +242,10 @@ pub fn grant(
                 .map_err(lease_err)?;
             (taken.picked, Some(taken.acquired))
         }
-        None => (store.peek(&fixed, &picks).map_err(lease_err)?, None),
+        None => (
+            store.peek(&fixed, &picks, take_first).map_err(lease_err)?,
+            None,
+        ),
     };
     let mut selected = resolution.fixed.clone();
     for (pick, c) in resolution.picks.iter().zip(picked) {

@@ -213,7 +213,7 @@ fn bad_ids_get_one_clear_line() {
         ),
         (
             os("3:7"),
-            vec!["MIG index 3:7 is out of range: GPU 3 has 7 MIG device(s)"],
+            vec!["MIG index 3:7 names no MIG device: GPU 3 has 7 MIG device(s)"],
         ),
     ];
     for (arg, want) in cases {
@@ -428,4 +428,107 @@ fn list_on_real_nvml() {
             assert!(out.status.success(), "{}", stderr(&out));
         }
     }
+}
+
+#[test]
+fn resolve_takes_flags_after_ids_and_always_prints_every_key() {
+    let sim = Sim::new("h100-7x1g");
+    let uuid = sim.mig_uuid(0, 3);
+    let out = sim.run(&["resolve", &uuid, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = ["request", "grants", "devices", "rules", "env", "warnings"];
+    let has_keys = |v: &Value| keys.iter().all(|k| v.get(k).is_some());
+    assert!(has_keys(&plan), "{plan}");
+    assert_eq!(plan["grants"][0]["mig"]["uuid"], uuid.as_str());
+    assert_eq!(plan["warnings"], serde_json::json!([]));
+    // A bundle without a request still carries every key.
+    let bundle = sim.path("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), "{\"ociVersion\":\"1.0.2\",\"process\":{\"cwd\":\"/\",\"args\":[\"sh\"],\"user\":{\"uid\":0,\"gid\":0},\"env\":[\"PATH=/bin\"]}}").unwrap();
+    let out = sim.run(&["resolve", "--bundle", bundle.to_str().unwrap(), "--json"]);
+    let none: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(has_keys(&none), "{none}");
+    assert!(none["request"].is_null());
+}
+
+#[test]
+fn resolve_a_profile_shows_the_instance_a_container_would_get_now() {
+    let sim = Sim::new("h100-7x1g");
+    let picked = |sim: &Sim| resolve_json(sim, "mig-1g.10gb")["grants"][0]["mig"]["uuid"].clone();
+    assert_eq!(picked(&sim), sim.mig_uuid(0, 0).as_str());
+    // Hold the first two (this test process stands in for the containers).
+    let me = std::process::id().to_string();
+    for (id, m) in [("holder-a", 0), ("holder-b", 1)] {
+        let out = sim.run(&[
+            "leases",
+            "acquire",
+            id,
+            &sim.mig_uuid(0, m),
+            "--holder-pid",
+            &me,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(picked(&sim), sim.mig_uuid(0, 2).as_str());
+    // A look leases nothing.
+    let leases: Value = serde_json::from_slice(&sim.run(&["leases", "--json"]).stdout).unwrap();
+    assert_eq!(leases["leases"].as_array().unwrap().len(), 2);
+    // Profiles taken through acquire pick what is free, then refuse.
+    for i in 0..5 {
+        let out = sim.run(&[
+            "leases",
+            "acquire",
+            &format!("p{i}"),
+            "1g.10gb",
+            "--holder-pid",
+            &me,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = sim.run(&["leases", "acquire", "p5", "1g.10gb", "--holder-pid", &me]);
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("migward: container p5 refused: no free 1g.10gb: all 7 are held; holders: holder-a on GPU 0 GI ")
+            && err.contains("and 3 more (see `migward leases`)"),
+        "{err}"
+    );
+    refused(
+        &sim,
+        &[os("4g.40gb")],
+        &["no MIG device has profile 4g.40gb on this host; profiles here: 1g.10gb ×7"],
+    );
+}
+
+#[test]
+fn leases_release_takes_a_unique_prefix() {
+    let sim = Sim::new("h100-7x1g");
+    let me = std::process::id().to_string();
+    let long = "f00dfeed".repeat(8);
+    for (id, m) in [(long.as_str(), 0), ("f00dcafe", 1)] {
+        let out = sim.run(&[
+            "leases",
+            "acquire",
+            id,
+            &sim.mig_uuid(0, m),
+            "--holder-pid",
+            &me,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let table = stdout(&sim.run(&["leases"]));
+    let shown = &long[..24];
+    assert!(table.contains(shown) && !table.contains(&long), "{table}");
+    let out = sim.run(&["leases", "release", "f00d", "--force"]);
+    assert!(
+        stderr(&out).contains("\"f00d\" matches 2 leases (f00dcafe, f00dfeedf00dfeed"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sim.run(&["leases", "release", shown, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("released the lease of container {long}")
+    );
 }

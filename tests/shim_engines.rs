@@ -210,7 +210,10 @@ fn docker_holder_blocks_until_killed_and_removed() {
     let refused = |what: &str| {
         let err = engines::expect_failure(&run(&["--rm", "local/busybox:1", "true"]), what);
         assert!(
-            err.contains(&format!("is held by container {id} since ")),
+            err.contains(&format!(
+                "is held by container {id} (find it with `docker ps --no-trunc --filter id={}`) since ",
+                &id[..12]
+            )),
             "{what}: {err}"
         );
     };

@@ -81,7 +81,15 @@ fn runc_container_without_request_sees_no_nvidia_node() {
     let sim = Sim::new("a100x4-mixed");
     let link = shim_link(sim.dir.path());
     let bundle = runc_bundle(sim.dir.path(), &["sh", "-c", PROBE], &[]);
-    // An engine passing a GPU through anyway: the shim removes it.
+    // An engine passing a GPU through anyway, with engine_devices = "strip":
+    // the shim removes it. ("refuse" refuses it, "lease" makes it a request:
+    // tests/requests_runc.rs.)
+    let config = std::fs::read_to_string(sim.config()).unwrap();
+    std::fs::write(
+        sim.config(),
+        format!("{config}engine_devices = \"strip\"\n"),
+    )
+    .unwrap();
     let mut cfg = load_config(&bundle);
     cfg["linux"]["devices"] = json!([{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0, "fileMode": 0o666, "uid": 0, "gid": 0}]);
     cfg["linux"]["resources"]["devices"]

@@ -67,6 +67,13 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Action::Release { target, force }) => {
+            // A container id, or a unique prefix of one (the table shows 24
+            // characters of docker's 64), else a GPU or MIG UUID.
+            let expanded = match crate::lease::validate_id(target) {
+                Ok(()) => store.expand_id(target)?,
+                Err(_) => None,
+            };
+            let target = expanded.as_ref().unwrap_or(target);
             // A corrupt lease file can only be named by its container id.
             if let Err(e @ LeaseError::Corrupt { .. }) = store.get(target) {
                 if !force {
@@ -121,7 +128,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                 config,
                 &serde_json::Value::Null,
                 &request,
-                Some(who),
+                crate::apply::Grantee::Holder(who),
                 &mut |line| eprintln!("migward: {line}"),
             )?;
             println!("{}", granted.plan.visible());

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 pub struct Args {
     /// Device ids (MIG-<uuid>, GPU-<uuid>, N, N:M, a profile such as
     /// 1g.10gb, all), comma or space separated.
-    #[arg(value_parser = clap::value_parser!(OsString))]
+    #[arg(value_parser = clap::value_parser!(OsString), allow_negative_numbers = true)]
     pub ids: Vec<OsString>,
     /// Read the request from DIR/config.json instead, as the shim would
     /// (with its policy: privileged, `all` and engine_devices refusals).
@@ -74,7 +74,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
         config,
         &serde_json::Value::Null,
         &request,
-        None,
+        crate::apply::Grantee::Look,
         &mut |_| {},
     )
     .context("cannot resolve the request")?

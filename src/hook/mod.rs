@@ -161,7 +161,13 @@ pub fn create_runtime(
         runtime_root: None,
         pid_file: None,
     };
-    let granted = apply::grant(config, &spec, &request, Some(who), &mut |m| warn(m))?;
+    let granted = apply::grant(
+        config,
+        &spec,
+        &request,
+        apply::Grantee::Holder(who),
+        &mut |m| warn(m),
+    )?;
     let plan = granted.plan;
     plan.warnings.iter().for_each(|w| warn(w.clone()));
     let id = state.id.clone();
@@ -265,7 +271,13 @@ pub fn precreate(
     };
     // No container id yet: profiles are picked from what is free now, and
     // the createRuntime hook leases the UUIDs written into the spec.
-    let granted = apply::grant(config, &spec, &request, None, &mut |m| warn(m))?;
+    let granted = apply::grant(
+        config,
+        &spec,
+        &request,
+        apply::Grantee::Precreate,
+        &mut |m| warn(m),
+    )?;
     granted.plan.warnings.iter().for_each(|w| warn(w.clone()));
     apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors.all)?;
     let exe = std::env::current_exe().map_err(ApplyError::Exe)?;

@@ -314,10 +314,21 @@ struct Choice {
     renewed: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Acquire,
+    Peek { take_first: bool },
+}
+
 /// Decides an acquire: refuses when a live holder is in the way, picks the
 /// profiles, lists the stale holders to reclaim. Liveness is checked only
 /// for leases that matter, once each.
-fn choose(others: &[Lease], lease: &Lease, picks: &[PickWant]) -> Result<Choice, LeaseError> {
+fn choose(
+    others: &[Lease],
+    lease: &Lease,
+    picks: &[PickWant],
+    mode: Mode,
+) -> Result<Choice, LeaseError> {
     let id = &lease.holder.container_id;
     let mut live: Vec<Option<bool>> = vec![None; others.len()];
     let mut is_live = |i: usize| *live[i].get_or_insert_with(|| others[i].live());
@@ -333,7 +344,7 @@ fn choose(others: &[Lease], lease: &Lease, picks: &[PickWant]) -> Result<Choice,
                 && is_live(i)
         })
     };
-    for u in &lease.units {
+    for u in lease.units.iter().filter(|_| mode == Mode::Acquire) {
         if let Some(i) = blocking(u, &mut is_live) {
             let other = &others[i];
             return Err(LeaseError::Held {
@@ -360,6 +371,10 @@ fn choose(others: &[Lease], lease: &Lease, picks: &[PickWant]) -> Result<Choice,
                 chosen = Some(c);
                 break;
             }
+        }
+        if chosen.is_none() && mode == (Mode::Peek { take_first: true }) {
+            chosen = (0..pick.candidates.len())
+                .find(|&c| !units.iter().any(|u| u.overlaps(&pick.candidates[c])));
         }
         let Some(c) = chosen else {
             return Err(none_free(others, pick, &mut is_live));
@@ -541,6 +556,52 @@ impl Store {
         Ok((out, bad))
     }
 
+    /// The container ids that have a lease file, readable or not, sorted.
+    pub fn ids(&self) -> Result<Vec<String>, LeaseError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(&self.dir)(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(self.io(&self.dir))?.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if validate_id(id).is_ok() {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The container id that `prefix` names: itself when it has a lease,
+    /// else the one lease id it begins (as docker takes a short id).
+    /// `None` when no id begins with it.
+    pub fn expand_id(&self, prefix: &str) -> Result<Option<String>, LeaseError> {
+        let ids = self.ids()?;
+        if ids.iter().any(|i| i == prefix) {
+            return Ok(Some(prefix.to_string()));
+        }
+        let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(prefix)).collect();
+        match matches.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some((*one).clone())),
+            many => Err(LeaseError::Ambiguous {
+                prefix: crate::request::shown(prefix),
+                count: many.len(),
+                ids: many
+                    .iter()
+                    .take(4)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
     /// The lease of container `id`, if any.
     pub fn get(&self, id: &str) -> Result<Option<Lease>, LeaseError> {
         validate_id(id)?;
@@ -622,7 +683,7 @@ impl Store {
         validate_id(&lease.holder.container_id)?;
         let _lock = self.lock()?;
         let others = self.all()?;
-        let choice = choose(&others, lease, picks)?;
+        let choice = choose(&others, lease, picks, Mode::Acquire)?;
         for &i in &choice.reclaim {
             let other = &others[i];
             self.remove(&other.holder.container_id)?;
@@ -647,7 +708,16 @@ impl Store {
     /// What [`Store::acquire_picking`] would pick now for a container that
     /// holds nothing, without writing or reclaiming anything (`migward
     /// resolve`, podman's precreate stage, which has no container id yet).
-    pub fn peek(&self, fixed: &[Unit], picks: &[PickWant]) -> Result<Vec<usize>, LeaseError> {
+    /// Held `fixed` units are no error here: the acquire that follows
+    /// refuses them. A pick with no free candidate is [`LeaseError::NoneFree`],
+    /// or with `take_first`, its first candidate, so that the acquire refuses
+    /// naming the holder (podman does not show a precreate hook's message).
+    pub fn peek(
+        &self,
+        fixed: &[Unit],
+        picks: &[PickWant],
+        take_first: bool,
+    ) -> Result<Vec<usize>, LeaseError> {
         let _lock = self.lock()?;
         let others = self.all()?;
         let probe = Lease::new(
@@ -663,7 +733,7 @@ impl Store {
             },
             fixed.to_vec(),
         );
-        let mut check = choose(&others, &probe, picks)?;
+        let mut check = choose(&others, &probe, picks, Mode::Peek { take_first })?;
         Ok(std::mem::take(&mut check.picked))
     }
 

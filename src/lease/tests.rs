@@ -391,10 +391,17 @@ fn picks_skip_what_the_request_names_and_each_other() {
     assert_eq!(t.picked, vec![1, 2]);
     assert_eq!(store.get("a").unwrap().unwrap().units.len(), 3);
     // A look picks without writing: nothing is free any more.
-    let err = store.peek(&[], &picks[..1]).unwrap_err().to_string();
+    let err = store.peek(&[], &picks[..1], false).unwrap_err().to_string();
     assert!(err.starts_with("no free 1g.10gb"), "{err}");
+    // Precreate takes the first, for the acquire to refuse naming the holder.
+    assert_eq!(store.peek(&[], &picks[..1], true).unwrap(), vec![0]);
+    // A held fixed unit is left for the acquire to refuse.
+    assert_eq!(
+        store.peek(&[unit("G", Some(7), None)], &[], false).unwrap(),
+        Vec::<usize>::new()
+    );
     store.release("a").unwrap();
-    assert_eq!(store.peek(&[], &picks).unwrap(), vec![0, 1]);
+    assert_eq!(store.peek(&[], &picks, false).unwrap(), vec![0, 1]);
     assert!(store.all().unwrap().is_empty(), "peek writes nothing");
 }
 
@@ -421,5 +428,38 @@ fn refusals_point_at_a_docker_holder() {
             "held by container {id} (find it with `docker ps --no-trunc --filter id=0123456789ab`)"
         )),
         "{err}"
+    );
+}
+
+#[test]
+fn ids_expand_from_a_unique_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    for (id, gi) in [("abc123", 1), ("abd999", 2), ("x", 3)] {
+        store
+            .acquire(
+                &Lease::new(holder(id, me()), vec![unit("G", Some(gi), None)]),
+                &mut |_| {},
+            )
+            .unwrap();
+    }
+    std::fs::write(store.path_of("corrupt1"), "{").unwrap();
+    let cases = [
+        ("abc", Some("abc123")),
+        ("x", Some("x")),
+        ("corr", Some("corrupt1")),
+        ("zz", None),
+    ];
+    for (prefix, want) in cases {
+        assert_eq!(
+            store.expand_id(prefix).unwrap().as_deref(),
+            want,
+            "{prefix}"
+        );
+    }
+    let err = store.expand_id("ab").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "\"ab\" matches 2 leases (abc123, abd999): give more of the container id"
     );
 }

@@ -166,7 +166,13 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         runtime_root: Some(inv.root.clone().unwrap_or_else(|| DEFAULT_RUNC_ROOT.into())),
         pid_file: inv.pid_file.clone(),
     };
-    let granted = apply::grant(config, &spec, &request, Some(who), &mut |m| warn(&m))?;
+    let granted = apply::grant(
+        config,
+        &spec,
+        &request,
+        apply::Grantee::Holder(who),
+        &mut |m| warn(&m),
+    )?;
     granted.plan.warnings.iter().for_each(|w| warn(w));
     let written = apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors.all)
         .map_err(anyhow::Error::from)

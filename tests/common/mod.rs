@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod engines;
+pub mod runc;
 pub mod sim;

@@ -1,0 +1,108 @@
+//! A simulated GPU host with the shim in front of real runc, for the
+//! end-to-end tests that drive runc directly.
+
+use super::engines::{self, runc_bundle};
+use super::sim::{shim_link, stderr, Sim};
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Host {
+    pub sim: Sim,
+    pub link: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Host {
+    pub fn new(topology: &str) -> Host {
+        engines::require_root();
+        let sim = Sim::new(topology);
+        let link = shim_link(sim.dir.path());
+        let root = sim.path("runc");
+        Host { sim, link, root }
+    }
+
+    pub fn shim(&self) -> Command {
+        let mut c = Command::new(&self.link);
+        c.env("MIGWARD_CONFIG", self.sim.config())
+            .arg("--root")
+            .arg(&self.root);
+        c
+    }
+
+    /// A bundle named `name` whose container asks for `uuid` and runs `args`.
+    pub fn bundle(&self, name: &str, uuid: &str, args: &[&str]) -> PathBuf {
+        let dir = self.sim.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        runc_bundle(&dir, args, &[&format!("NVIDIA_VISIBLE_DEVICES={uuid}")])
+    }
+
+    /// `create` with stdio on files: runc hands its stdio to the container's
+    /// init, so a pipe would stay open as long as the container lives.
+    pub fn create(&self, bundle: &Path, id: &str) -> Output {
+        spawn_create(self.shim(), bundle, id).wait()
+    }
+
+    pub fn run(&self, bundle: &Path, id: &str) -> Output {
+        engines::output(self.shim().args(["run", "--bundle"]).arg(bundle).arg(id))
+    }
+
+    pub fn runc(&self, args: &[&str]) -> Output {
+        engines::output(
+            Command::new("runc")
+                .arg("--root")
+                .arg(&self.root)
+                .args(args),
+        )
+    }
+
+    pub fn leases(&self) -> Vec<Value> {
+        let out = self.sim.run(&["leases", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["leases"].as_array().unwrap().clone()
+    }
+}
+
+/// A `create` in flight, its stdio on files.
+pub struct Pending {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Pending {
+    pub fn wait(mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        Output {
+            status,
+            stdout: std::fs::read(&self.out).unwrap_or_default(),
+            stderr: std::fs::read(&self.err).unwrap_or_default(),
+        }
+    }
+}
+
+pub fn spawn_create(mut cmd: Command, bundle: &Path, id: &str) -> Pending {
+    let (out, err) = (bundle.join("stdout.log"), bundle.join("stderr.log"));
+    let child = cmd
+        .args(["create", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    Pending { child, out, err }
+}
+
+impl Drop for Host {
+    /// A failed test must not leave containers behind.
+    fn drop(&mut self) {
+        let out = self.runc(&["list", "-q"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            self.runc(&["delete", "--force", id]);
+        }
+    }
+}
