@@ -390,3 +390,99 @@ fn hook_refuses_a_spec_that_already_grants_another_instance() {
     );
     assert_eq!(leases(&sim), Vec::<Value>::new());
 }
+
+#[test]
+fn podman_hooks_dir_leases_device_nodes_passed_without_a_request() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let hooks = hooks_dir(&sim, &["oci-migward-env.json", "oci-migward-poststop.json"]);
+    let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
+    // gpu1 gi2: G = 3 + 135 + 18 = 156; no env, no annotation.
+    let devices: Vec<String> = [
+        "/dev/nvidia1",
+        "/dev/nvidia-caps/nvidia-cap156",
+        "/dev/nvidia-caps/nvidia-cap157",
+    ]
+    .iter()
+    .map(|p| format!("{}:{p}", sim.path(&format!("host{p}")).display()))
+    .collect();
+    let mut request = Vec::new();
+    for d in &devices {
+        request.extend(["--device", d.as_str()]);
+    }
+    podman_holder_cycle(
+        &sim,
+        &podman,
+        &rootfs,
+        &request,
+        expected_nodes(1, 156, 157),
+    );
+
+    // A cap node alone is half a device: refused, naming the node.
+    let out = podman.run_rootfs(&rootfs, &["--device", &devices[1]], &["true"]);
+    let err = engines::expect_failure(&out, "GI cap alone");
+    assert!(
+        err.contains("device nodes in the spec: /dev/nvidia-caps/nvidia-cap156 (c 508:156) is the cap of GPU instance 2 on GPU minor 1"),
+        "{err}"
+    );
+    assert_eq!(leases(&sim), Vec::<Value>::new());
+}
+
+#[test]
+fn podman_precreate_picks_a_free_instance_for_a_profile() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let hooks = hooks_dir(&sim, &["oci-migward-precreate.json"]);
+    let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
+    for name in ["first", "second"] {
+        let out = engines::output(podman.cmd().args([
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--env",
+            "NVIDIA_VISIBLE_DEVICES=1g.10gb",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "sleep",
+            "300",
+        ]));
+        engines::expect_success(&out, name);
+    }
+    let held = leases(&sim);
+    let uuid_of = |l: &Value| l["units"][0]["mig_uuid"].as_str().unwrap().to_string();
+    let mut got: Vec<String> = held.iter().map(uuid_of).collect();
+    got.sort();
+    let mut want = vec![sim.mig_uuid(0, 0), sim.mig_uuid(0, 1)];
+    want.sort();
+    assert_eq!(got, want, "{held:?}");
+    // Each container's env names the instance it holds (its init's env,
+    // which came from the edited spec; `exec` gets podman's stored env).
+    for l in &held {
+        let id = l["container_id"].as_str().unwrap();
+        let out = engines::output(podman.cmd().args([
+            "exec",
+            id,
+            "sh",
+            "-c",
+            "tr '\\0' '\\n' </proc/1/environ | grep ^NVIDIA_VISIBLE_DEVICES=",
+        ]));
+        assert_eq!(
+            engines::expect_success(&out, "exec").trim(),
+            format!("NVIDIA_VISIBLE_DEVICES={}", uuid_of(l))
+        );
+    }
+    engines::expect_success(
+        &engines::output(
+            podman
+                .cmd()
+                .args(["rm", "-f", "-t", "0", "first", "second"]),
+        ),
+        "rm",
+    );
+    assert_eq!(leases(&sim), Vec::<Value>::new());
+}

@@ -580,6 +580,17 @@ impl Dockerd {
     /// Like [`Dockerd::start`], with the daemon.json `runtimes` map given whole (for
     /// `runtimeArgs`).
     pub fn start_with(dir: &Path, rt: serde_json::Map<String, Value>) -> Result<Dockerd, String> {
+        Dockerd::start_with_path(dir, rt, None)
+    }
+
+    /// Like [`Dockerd::start_with`], with `bin` first on dockerd's PATH (where dockerd looks
+    /// for `nvidia-container-runtime-hook` at start-up, to accept `--gpus` and compose
+    /// device reservations).
+    pub fn start_with_path(
+        dir: &Path,
+        rt: serde_json::Map<String, Value>,
+        bin: Option<&Path>,
+    ) -> Result<Dockerd, String> {
         let dockerd = require("dockerd");
         let client = docker_client();
         require("containerd");
@@ -605,10 +616,13 @@ impl Dockerd {
         write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap());
         write(&dir.join("cli/config.json"), "{}");
         let log = dir.join("dockerd.log");
-        let child = spawn_daemon(
-            Command::new(dockerd).arg("--config-file").arg(&cfg_path),
-            &log,
-        )?;
+        let mut cmd = Command::new(dockerd);
+        cmd.arg("--config-file").arg(&cfg_path);
+        if let Some(bin) = bin {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", absolute(bin).display()));
+        }
+        let child = spawn_daemon(&mut cmd, &log)?;
         let mut d = Dockerd {
             dir,
             socket,
@@ -671,8 +685,19 @@ impl Dockerd {
 
     /// `docker import` of a busybox rootfs tarball as `tag` (e.g. `local/busybox:1`).
     pub fn import_busybox(&self, tag: &str) -> Result<(), String> {
+        self.import_busybox_with(tag, &[])
+    }
+
+    /// [`Dockerd::import_busybox`] with Dockerfile instructions for the image config
+    /// (`docker import --change`, e.g. `ENV NVIDIA_VISIBLE_DEVICES=all` as CUDA images set).
+    pub fn import_busybox_with(&self, tag: &str, changes: &[&str]) -> Result<(), String> {
         let tar = busybox_tar(&self.dir.join("img"));
-        let o = output(self.docker_cmd().arg("import").arg(&tar).arg(tag));
+        let mut cmd = self.docker_cmd();
+        cmd.arg("import");
+        for c in changes {
+            cmd.arg("--change").arg(c);
+        }
+        let o = output(cmd.arg(&tar).arg(tag));
         if o.status.success() {
             Ok(())
         } else {

@@ -52,6 +52,14 @@ impl Sim {
         self.path("config.toml")
     }
 
+    /// A copy of the config with `extra` lines appended, at `<name>.toml`.
+    pub fn config_variant(&self, name: &str, extra: &str) -> PathBuf {
+        let base = std::fs::read_to_string(self.config()).unwrap();
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(&path, format!("{base}{extra}\n")).unwrap();
+        path
+    }
+
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(MIGWARD);
         c.env("MIGWARD_CONFIG", self.config());
