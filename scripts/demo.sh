@@ -3,8 +3,9 @@
 # four-card A100-80GB server (GPU 0: 3g.40gb x2; GPU 1 and 2: 2g.20gb x3 +
 # 1g.10gb; GPU 3: 1g.10gb x7), lists it, resolves a request, then runs real
 # containers through the runtime shim, each seeing only its own instance,
-# and shows one tenant per instance: a second container for a held instance
-# is refused, and runs once the holder stops.
+# one asking for a profile (any free 1g.10gb), refuses an image's
+# NVIDIA_VISIBLE_DEVICES=all, and shows one tenant per instance: a second
+# container for a held instance is refused, and runs once the holder stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=${MIGWARD_DEMO_DIR:-/tmp/migward-demo}
@@ -39,28 +40,35 @@ ROOTFS=$DEMO/rootfs
 mkdir -p "$ROOTFS/bin" "$ROOTFS/dev" "$ROOTFS/proc" "$ROOTFS/sys" "$ROOTFS/tmp"
 cp /bin/busybox "$ROOTFS/bin/busybox"
 for app in sh ls cat echo sleep; do ln -sf busybox "$ROOTFS/bin/$app"; done
-prepare() { # name uuid args-json: writes a bundle for a container asking for uuid
+prepare() { # name KEY=value args-json: writes a bundle for a container with that env request
     local bundle=$DEMO/$1
     mkdir -p "$bundle"
     (cd "$bundle" && rm -f config.json && runc spec)
-    jq --arg rootfs "$ROOTFS" --arg cuda "CUDA_VISIBLE_DEVICES=$2" --argjson args "$3" \
-        '.root.path=$rootfs | .process.terminal=false | .process.env += [$cuda] | .process.args=$args' \
+    jq --arg rootfs "$ROOTFS" --arg req "$2" --argjson args "$3" \
+        '.root.path=$rootfs | .process.terminal=false | .process.env += [$req] | .process.args=$args' \
         "$bundle/config.json" > "$bundle/config.json.new" && mv "$bundle/config.json.new" "$bundle/config.json"
 }
-SHOW='["sh","-c","echo sees:; ls -d /dev/nvidia* /dev/nvidia-caps/*"]'
-run() { # name uuid
+SHOW='["sh","-c","echo NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES sees:; ls -d /dev/nvidia* /dev/nvidia-caps/*"]'
+run_env() { # name KEY=value
     prepare "$1" "$2" "$SHOW"
-    echo "-- container $1 asks for $2"
+    echo "-- container $1 asks with $2"
     target/debug/migward-runtime --root "$DEMO/runc" run --bundle "$DEMO/$1" "demo-$1"
 }
+run() { run_env "$1" "CUDA_VISIBLE_DEVICES=$2"; }
 run notebook "$A"
 run batch "$B"
+
+step "a profile: any free 1g.10gb, picked by migward and written into the container's env"
+run_env worker NVIDIA_VISIBLE_DEVICES=1g.10gb
+
+step "NVIDIA_VISIBLE_DEVICES=all, which every CUDA image sets, is refused unless allow_all = true"
+run_env cuda-image NVIDIA_VISIBLE_DEVICES=all || echo "(refused, exit $?)"
 
 step "a request for a device that does not exist never reaches runc"
 run typo MIG-00000000-0000-4000-8000-000000000000 || echo "(refused, exit $?)"
 
 step "one tenant per instance: a holder, then a second container for the same instance"
-prepare holder "$A" '["sleep","300"]'
+prepare holder "CUDA_VISIBLE_DEVICES=$A" '["sleep","300"]'
 target/debug/migward-runtime --root "$DEMO/runc" run -d --bundle "$DEMO/holder" demo-holder \
     </dev/null >"$DEMO/holder.log" 2>&1
 "$BIN" leases

@@ -532,3 +532,48 @@ fn leases_release_takes_a_unique_prefix() {
         format!("released the lease of container {long}")
     );
 }
+
+/// The JSON example under `heading` in README.md (`, …]` dropped).
+fn readme_example(heading: &str) -> Value {
+    let readme = include_str!("../README.md");
+    let at = readme.find(heading).expect("README heading");
+    let block = &readme[at..];
+    let start = block.find("```json\n").expect("json block") + "```json\n".len();
+    let end = block[start..].find("```").unwrap();
+    let text = block[start..start + end].replace(", …]", "]");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{heading}: {e}"))
+}
+
+/// Keys and nesting, without values; arrays by their first element.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
+        _ => Value::Null,
+    }
+}
+
+#[test]
+fn readme_json_examples_match_real_output() {
+    let sim = Sim::new("a100x4-mixed");
+    let uuid = sim.mig_uuid(0, 0);
+    let real = resolve_json(&sim, &uuid);
+    assert_eq!(
+        shape(&readme_example("### `migward resolve --json`")),
+        shape(&real)
+    );
+    // list, with the first instance held so that `holder` is an object.
+    let me = std::process::id().to_string();
+    let out = sim.run(&["leases", "acquire", "readme", &uuid, "--holder-pid", &me]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut real = sim.list();
+    real["gpus"].as_array_mut().unwrap().truncate(1);
+    real["gpus"][0]["mig_devices"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(1);
+    assert_eq!(
+        shape(&readme_example("### `migward list --json`")),
+        shape(&real)
+    );
+}

@@ -90,6 +90,7 @@ pub fn to_json(gpus: &[Gpu], minors: Option<&MigMinors>, holders: &Holders) -> s
                 .iter()
                 .map(|m| {
                     json!({
+                        "index": m.index,
                         "uuid": m.uuid,
                         "profile": m.profile,
                         "gi": m.gi,
@@ -183,6 +184,7 @@ pub fn render(gpus: &[Gpu], minors: Option<&MigMinors>, holders: &Holders) -> St
             .iter()
             .map(|m| {
                 vec![
+                    format!("{}:{}", g.index, m.index),
                     m.profile.clone(),
                     m.gi.to_string(),
                     m.ci.to_string(),
@@ -203,7 +205,16 @@ pub fn render(gpus: &[Gpu], minors: Option<&MigMinors>, holders: &Holders) -> St
         }
         out.push_str(&table::render(
             "  ",
-            &["PROFILE", "GI", "CI", "PLACEMENT", "CAPS", "UUID", "HOLDER"],
+            &[
+                "N:M",
+                "PROFILE",
+                "GI",
+                "CI",
+                "PLACEMENT",
+                "CAPS",
+                "UUID",
+                "HOLDER",
+            ],
             &rows,
         ));
         out.push('\n');
