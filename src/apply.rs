@@ -242,6 +242,9 @@ pub fn grant(
                 .map_err(lease_err)?;
             (taken.picked, Some(taken.acquired))
         }
+        // Nothing to pick: a look needs no lease store (nor the right to
+        // write one).
+        None if picks.is_empty() => (Vec::new(), None),
         None => (
             store.peek(&fixed, &picks, take_first).map_err(lease_err)?,
             None,
@@ -275,20 +278,21 @@ pub fn release_hook(config: &Config) -> Result<Value, ApplyError> {
     }))
 }
 
-/// The first NVIDIA device (of `majors`) the spec grants that is not in
-/// `plan`: an engine's `--device` or device-cgroup rule for another tenant's
-/// instance. The hook cannot remove it from a live container, so it refuses.
-/// `nvidia-modeset` (195:254), which CDI specs list among the shared nodes,
-/// opens no GPU and is let through.
-pub fn foreign_gpu_device(spec: &Value, plan: &Plan, majors: &[u64]) -> Option<String> {
-    const MODESET: (u64, u64) = (crate::inventory::procfs::NVIDIA_MAJOR as u64, 254);
-    let planned = |major: u64, minor: Option<u64>| {
+/// The first GPU or MIG cap device the spec grants that is not in `plan`
+/// (`None`: a container without a request, which may have none): an
+/// engine's `--device` or device-cgroup rule (wildcards included) for
+/// another tenant's instance. The hook cannot remove it from a created
+/// container, so it refuses. The shared nodes (`nvidiactl`,
+/// `nvidia-modeset`, uvm) open no GPU and are let through.
+pub fn foreign_gpu_device(spec: &Value, plan: Option<&Plan>, majors: NodeMajors) -> Option<String> {
+    use crate::request::SHARED_NVIDIA_MINORS;
+    let opens_gpu = |major: u32, minor: Option<u32>| {
+        (major == majors.nvidia && minor.is_none_or(|m| m < SHARED_NVIDIA_MINORS))
+            || Some(major) == majors.caps
+    };
+    let planned = |major: u32, minor: Option<u32>| {
         minor.is_some_and(|mi| {
-            (major, mi) == MODESET
-                || plan
-                    .devices
-                    .iter()
-                    .any(|d| u64::from(d.major) == major && u64::from(d.minor) == mi)
+            plan.is_some_and(|p| p.devices.iter().any(|d| d.major == major && d.minor == mi))
         })
     };
     let entries = |ptr: &str| {
@@ -297,32 +301,33 @@ pub fn foreign_gpu_device(spec: &Value, plan: &Plan, majors: &[u64]) -> Option<S
             .cloned()
             .unwrap_or_default()
     };
+    let shown = |minor: Option<u32>| minor.map(|m| m.to_string()).unwrap_or("*".into());
     for d in entries("/linux/devices") {
-        let (Some(major), minor) = (d["major"].as_u64(), d["minor"].as_u64()) else {
+        let (Some(major), minor) = (
+            edit::device_number(&d["major"]),
+            edit::device_number(&d["minor"]),
+        ) else {
             continue;
         };
-        if majors.contains(&major) && d["type"] != "b" && !planned(major, minor) {
+        if d["type"] != "b" && opens_gpu(major, minor) && !planned(major, minor) {
             return Some(format!(
                 "device {} (c {major}:{})",
-                d["path"].as_str().unwrap_or("?"),
-                minor.map(|m| m.to_string()).unwrap_or("*".into())
+                crate::request::shown(d["path"].as_str().unwrap_or("?")).trim_matches('"'),
+                shown(minor)
             ));
         }
     }
     for r in entries("/linux/resources/devices") {
-        let Some(major) = r["major"].as_u64() else {
+        let Some(major) = edit::device_number(&r["major"]) else {
             continue;
         };
-        let minor = r["minor"].as_u64();
+        let minor = edit::device_number(&r["minor"]);
         if r["allow"] == true
-            && majors.contains(&major)
             && r["type"] != "b"
+            && opens_gpu(major, minor)
             && !planned(major, minor)
         {
-            return Some(format!(
-                "cgroup rule c {major}:{}",
-                minor.map(|m| m.to_string()).unwrap_or("*".into())
-            ));
+            return Some(format!("cgroup rule c {major}:{}", shown(minor)));
         }
     }
     None
@@ -348,4 +353,73 @@ pub fn edit_spec(
     }
     edit::add_hook(spec, "poststop", release_hook(config)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::DeviceNode;
+    use serde_json::json;
+
+    #[test]
+    fn foreign_gpu_devices_are_gpu_and_cap_nodes_and_rules_outside_the_plan() {
+        let majors = NodeMajors {
+            nvidia: 195,
+            caps: Some(508),
+        };
+        let plan = Plan {
+            devices: vec![DeviceNode {
+                path: "/dev/nvidia0".into(),
+                kind: "c",
+                major: 195,
+                minor: 0,
+                mode: 0o666,
+            }],
+            rules: vec![],
+            env: vec![],
+            grants: vec![],
+            warnings: vec![],
+        };
+        let dev = |major: u64, minor: u64| json!({"linux": {"devices": [{"path": "/dev/x", "type": "c", "major": major, "minor": minor}]}});
+        let rule = |major: Value, minor: Value| json!({"linux": {"resources": {"devices": [{"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"}]}}});
+        let cases = [
+            (dev(195, 0), None, Some("device /dev/x (c 195:0)")),
+            (dev(195, 0), Some(&plan), None),
+            (dev(195, 1), Some(&plan), Some("device /dev/x (c 195:1)")),
+            (dev(195, 255), None, None),
+            (dev(195, 254), None, None),
+            (dev(511, 0), None, None),
+            (dev(508, 12), None, Some("device /dev/x (c 508:12)")),
+            // runc keeps 32 bits of each number: this is a 195:0 node.
+            (
+                dev((1 << 32) + 195, 0),
+                None,
+                Some("device /dev/x (c 195:0)"),
+            ),
+            (
+                rule(json!(508), Value::Null),
+                None,
+                Some("cgroup rule c 508:*"),
+            ),
+            (
+                rule(json!(195), Value::Null),
+                Some(&plan),
+                Some("cgroup rule c 195:*"),
+            ),
+            (rule(json!(195), json!(255)), None, None),
+            (rule(json!(10), json!(229)), None, None),
+            (
+                json!({"linux": {"resources": {"devices": [{"allow": false, "type": "c", "major": 195, "access": "rwm"}]}}}),
+                None,
+                None,
+            ),
+        ];
+        for (spec, plan, want) in cases {
+            assert_eq!(
+                foreign_gpu_device(&spec, plan, majors).as_deref(),
+                want,
+                "{spec}"
+            );
+        }
+    }
 }

@@ -577,3 +577,38 @@ fn readme_json_examples_match_real_output() {
         shape(&real)
     );
 }
+
+#[test]
+fn resolve_needs_the_lease_store_only_to_pick_a_profile() {
+    let sim = Sim::new("h100-7x1g");
+    // A state dir that cannot be created, as for a user without write access.
+    let config = sim.config_variant("ro", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("state_dir"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        &config,
+        format!("{text}\nstate_dir = \"/proc/migward-none\"\n"),
+    )
+    .unwrap();
+    let uuid = sim.mig_uuid(0, 0);
+    let resolve = |id: &str| {
+        sim.cmd()
+            .env("MIGWARD_CONFIG", &config)
+            .args(["resolve", id])
+            .output()
+            .unwrap()
+    };
+    let out = resolve(&uuid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = resolve("1g.10gb");
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("lease store /proc/migward-none/leases"),
+        "{err}"
+    );
+}

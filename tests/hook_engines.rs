@@ -392,6 +392,45 @@ fn hook_refuses_a_spec_that_already_grants_another_instance() {
 }
 
 #[test]
+fn hook_refuses_gpu_rules_without_a_request() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let root = sim.path("runc");
+    // No request, but `--device-cgroup-rule 'c 508:* rwm'`: with CAP_MKNOD
+    // the container could make any cap node itself, unleased.
+    let bundle = hooked_bundle(&sim, "rules", &[], &["true"]);
+    let mut cfg = load_config(&bundle);
+    cfg["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"allow": true, "type": "c", "major": 508, "access": "rwm"}));
+    save_config(&bundle, &cfg);
+    let out = runc(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "rules"],
+    );
+    let err = engines::expect_failure(&out, "GPU rule without a request");
+    assert!(
+        err.contains("container rules: its spec already grants cgroup rule c 508:*, which is not part of its GPU request"),
+        "{err}"
+    );
+    // The shared nodes alone open no GPU and pass.
+    let mut cfg = load_config(&bundle);
+    cfg["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["major"] != 508);
+    cfg["linux"]["devices"] = json!([{"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255, "fileMode": 0o666, "uid": 0, "gid": 0}]);
+    save_config(&bundle, &cfg);
+    let out = runc(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "shared-only"],
+    );
+    engines::expect_success(&out, "nvidiactl alone");
+    assert_eq!(leases(&sim), Vec::<Value>::new());
+}
+
+#[test]
 fn podman_hooks_dir_leases_device_nodes_passed_without_a_request() {
     engines::require_root();
     let sim = Sim::new("a100x4-mixed");

@@ -136,18 +136,15 @@ pub fn create_runtime(
     let (_, spec) = crate::spec::load_bundle(&bundle)?;
     let majors = apply::gpu_majors(config);
     let Some(request) = apply::gpu_request(config, &spec, &state.id, &majors)? else {
-        // A GPU node the engine passed without a request (engine_devices =
-        // "strip") cannot be removed from a created container: refused,
-        // never let through unleased.
-        let nodes = crate::request::gpu_nodes(&spec, majors.nodes).map_err(ApplyError::from)?;
-        if let Some(node) = nodes.first() {
-            return Err(ApplyError::EngineNodes {
+        // A GPU node or rule an engine passed without a request (under
+        // engine_devices = "strip", or next to an annotation's `none`)
+        // cannot be removed from a created container: refused, never let
+        // through unleased.
+        if let Some(what) = apply::foreign_gpu_device(&spec, None, majors.nodes) {
+            return Err(HookError::Foreign {
                 id: state.id.clone(),
-                node: node.to_string(),
-                mode: "strip",
-                does: "would remove, and a hook cannot remove a node from a created container",
-            }
-            .into());
+                what,
+            });
         }
         return Ok(());
     };
@@ -176,7 +173,7 @@ pub fn create_runtime(
             let _ = Store::new(&config.state_dir).release(&id);
         }
     };
-    if let Some(what) = apply::foreign_gpu_device(&spec, &plan, &majors.all) {
+    if let Some(what) = apply::foreign_gpu_device(&spec, Some(&plan), majors.nodes) {
         release_new();
         return Err(HookError::Foreign { id, what });
     }

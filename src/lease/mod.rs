@@ -61,6 +61,8 @@ pub enum LeaseError {
         count: usize,
         holders: String,
     },
+    #[error("no free {profile}: the other devices of this request already take all {count}: ask for fewer")]
+    TakenBySelf { profile: String, count: usize },
     #[error("no lease matches {0}: see `migward leases`")]
     NotFound(String),
     #[error("{prefix} matches {count} leases ({ids}): give more of the container id")]
@@ -453,6 +455,20 @@ fn none_free(
             o.holder_hint()
         ));
     }
+    // Instances, not MIG devices: under gpu-instance exclusivity the compute
+    // instances of one GI are one unit.
+    let mut distinct: Vec<&Unit> = Vec::new();
+    for c in &pick.candidates {
+        if !distinct.iter().any(|d| d.overlaps(c)) {
+            distinct.push(c);
+        }
+    }
+    if holders.is_empty() {
+        return LeaseError::TakenBySelf {
+            profile: pick.profile.clone(),
+            count: distinct.len(),
+        };
+    }
     let more = holders.len().saturating_sub(SHOWN);
     holders.truncate(SHOWN);
     let mut text = holders.join("; ");
@@ -461,7 +477,7 @@ fn none_free(
     }
     LeaseError::NoneFree {
         profile: pick.profile.clone(),
-        count: pick.candidates.len(),
+        count: distinct.len(),
         holders: text,
     }
 }

@@ -463,3 +463,19 @@ fn ids_expand_from_a_unique_prefix() {
         "\"ab\" matches 2 leases (abc123, abd999): give more of the container id"
     );
 }
+
+#[test]
+fn a_pick_the_request_itself_exhausts_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let lease = Lease::new(holder("a", me()), vec![unit("G", Some(7), None)]);
+    let err = store
+        .acquire_picking(&lease, &[pick("1g.10gb", &[7])], &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "no free 1g.10gb: the other devices of this request already take all 1: ask for fewer"
+    );
+    assert!(store.get("a").unwrap().is_none());
+}

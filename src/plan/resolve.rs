@@ -74,6 +74,13 @@ pub enum ResolveError {
         profile: String,
         known: String,
     },
+    #[error("{origin}: asks for {asked} × {profile}, and this host has {count}")]
+    TooManyOfProfile {
+        origin: String,
+        profile: String,
+        asked: usize,
+        count: usize,
+    },
     #[error("{origin}: {path} names GPU minor {minor}, which this host does not have; GPUs here: {known}")]
     NodeGpuMissing {
         origin: String,
@@ -270,6 +277,20 @@ pub fn resolve(
             // Nodes are resolved as a whole below: a GPU node and two caps
             // form one MIG device.
             DeviceId::Node(_) => {}
+        }
+    }
+    for p in &picks {
+        let asked = picks
+            .iter()
+            .filter(|q: &&Pick| q.profile == p.profile)
+            .count();
+        if asked > p.candidates.len() {
+            return Err(ResolveError::TooManyOfProfile {
+                origin,
+                profile: p.profile.clone(),
+                asked,
+                count: p.candidates.len(),
+            });
         }
     }
     for want in nodes {

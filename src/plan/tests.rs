@@ -198,6 +198,11 @@ fn bad_requests_name_the_problem() {
             "no MIG device has profile 4g.40gb on this host; profiles here: 3g.40gb ×2, 2g.20gb ×6, 1g.10gb ×9",
         ),
         (
+            &h,
+            "3g.40gb,3g.40gb,mig-3g.40gb".into(),
+            "asks for 3 × 3g.40gb, and this host has 2",
+        ),
+        (
             &pending,
             "1g.5gb".into(),
             "no MIG device has profile 1g.5gb on this host; this host has no MIG devices",

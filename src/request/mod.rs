@@ -139,12 +139,9 @@ fn annotation(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError
     })
 }
 
-fn env_said(spec: &Value, name: &'static str) -> Result<Said, RequestError> {
-    let env = spec_env(spec)?;
-    let Some(value) = env_value(&env, name) else {
-        return Ok(Said::Nothing);
-    };
-    Ok(match Request::parse(Source::Env(name), value)? {
+/// An env value as a source says it: `none`/`void`/empty is nothing.
+fn said(source: Source, value: &str) -> Result<Said, RequestError> {
+    Ok(match Request::parse(source, value)? {
         Some(r) => Said::Asks(r),
         None => Said::Nothing,
     })
@@ -157,24 +154,28 @@ fn cuda_env(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> 
     // Plain indices in CUDA_VISIBLE_DEVICES select among the devices the
     // container already sees; only MIG ids and profiles name host devices.
     let env = spec_env(spec)?;
-    let names_mig = env_value(&env, "CUDA_VISIBLE_DEVICES").is_some_and(|value| {
-        value.split(',').map(str::trim).any(|item| {
-            item.get(..4)
-                .is_some_and(|p| p.eq_ignore_ascii_case("MIG-"))
-                || parse_profile(item).is_some()
-        })
+    let Some(value) = env_value(&env, "CUDA_VISIBLE_DEVICES") else {
+        return Ok(Said::Nothing);
+    };
+    let names_mig = value.split(',').map(str::trim).any(|item| {
+        item.get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("MIG-"))
+            || parse_profile(item).is_some()
     });
     if !names_mig {
         return Ok(Said::Nothing);
     }
-    env_said(spec, "CUDA_VISIBLE_DEVICES")
+    said(Source::Env("CUDA_VISIBLE_DEVICES"), value)
 }
 
 fn nvidia_env(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> {
     if !policy.env_requests {
         return Ok(Said::Nothing);
     }
-    env_said(spec, "NVIDIA_VISIBLE_DEVICES")
+    match env_value(&spec_env(spec)?, "NVIDIA_VISIBLE_DEVICES") {
+        Some(value) => said(Source::Env("NVIDIA_VISIBLE_DEVICES"), value),
+        None => Ok(Said::Nothing),
+    }
 }
 
 /// The NVIDIA character devices of `linux.devices` that name a GPU or a MIG
@@ -195,11 +196,8 @@ pub fn gpu_nodes(spec: &Value, majors: NodeMajors) -> Result<Vec<SpecNode>, Requ
         if d.get("type").and_then(Value::as_str) == Some("b") {
             continue;
         }
-        let number = |k: &str| {
-            d.get(k)
-                .and_then(Value::as_u64)
-                .and_then(|n| u32::try_from(n).ok())
-        };
+        // As runc reads them: 32 bits of each number.
+        let number = |k: &str| d.get(k).and_then(crate::spec::edit::device_number);
         let (Some(major), Some(minor)) = (number("major"), number("minor")) else {
             continue;
         };

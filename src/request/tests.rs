@@ -209,6 +209,7 @@ fn cdi_spec(env: &[&str], annotations: serde_json::Value) -> serde_json::Value {
         {"path": "/dev/nvidia-caps/nvidia-cap418", "type": "c", "major": 508, "minor": 418},
         {"path": "/dev/nvidia-caps/nvidia-cap418", "type": "c", "major": 508, "minor": 418},
         {"path": "/dev/sda", "type": "b", "major": 195, "minor": 1},
+        {"path": "/dev/wrapped", "type": "c", "major": 4294967491u64, "minor": 4294967297u64},
         {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}
     ]});
     s
@@ -226,6 +227,8 @@ fn cdi_ids() -> Vec<DeviceId> {
         node("/dev/nvidia3", 195, 3),
         node("/dev/nvidia-caps/nvidia-cap417", 508, 417),
         node("/dev/nvidia-caps/nvidia-cap418", 508, 418),
+        // runc makes 195:1 of 2^32 + 195 : 2^32 + 1.
+        node("/dev/wrapped", 195, 1),
     ]
 }
 

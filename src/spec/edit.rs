@@ -26,6 +26,15 @@ fn array_at<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value
     entry.as_array_mut().expect("just made an array")
 }
 
+/// A device major or minor of a spec as runc uses it: runc converts the
+/// spec's 64-bit numbers to 32 bits, so `4294967491` makes a 195 node.
+/// Everything that recognises NVIDIA devices in a spec reads them this way.
+pub fn device_number(v: &Value) -> Option<u32> {
+    v.as_u64()
+        .map(|n| n as u32)
+        .or_else(|| v.as_i64().map(|n| n as u32))
+}
+
 /// True if the container can open any device: CAP_SYS_ADMIN in its bounding
 /// set, or a rule allowing read or write on every device (`a`, or `c` with
 /// no major). Rules for one major with any minor (`c 136:* rwm`, the ptys)
@@ -68,8 +77,8 @@ pub fn strip_nvidia(spec: &mut Value, majors: &[u64]) -> bool {
     let mut changed = false;
     let gpu_major = |v: &Value| {
         v.get("major")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| majors.contains(&m))
+            .and_then(device_number)
+            .is_some_and(|m| majors.contains(&u64::from(m)))
     };
     if let Some(devs) = spec
         .pointer_mut("/linux/devices")
