@@ -458,16 +458,8 @@ fn resolve_a_profile_shows_the_instance_a_container_would_get_now() {
     let picked = |sim: &Sim| resolve_json(sim, "mig-1g.10gb")["grants"][0]["mig"]["uuid"].clone();
     assert_eq!(picked(&sim), sim.mig_uuid(0, 0).as_str());
     // Hold the first two (this test process stands in for the containers).
-    let me = std::process::id().to_string();
     for (id, m) in [("holder-a", 0), ("holder-b", 1)] {
-        let out = sim.run(&[
-            "leases",
-            "acquire",
-            id,
-            &sim.mig_uuid(0, m),
-            "--holder-pid",
-            &me,
-        ]);
+        let out = sim.hold(id, &sim.mig_uuid(0, m));
         assert!(out.status.success(), "{}", stderr(&out));
     }
     assert_eq!(picked(&sim), sim.mig_uuid(0, 2).as_str());
@@ -476,17 +468,10 @@ fn resolve_a_profile_shows_the_instance_a_container_would_get_now() {
     assert_eq!(leases["leases"].as_array().unwrap().len(), 2);
     // Profiles taken through acquire pick what is free, then refuse.
     for i in 0..5 {
-        let out = sim.run(&[
-            "leases",
-            "acquire",
-            &format!("p{i}"),
-            "1g.10gb",
-            "--holder-pid",
-            &me,
-        ]);
+        let out = sim.hold(&format!("p{i}"), "1g.10gb");
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let out = sim.run(&["leases", "acquire", "p5", "1g.10gb", "--holder-pid", &me]);
+    let out = sim.hold("p5", "1g.10gb");
     let err = stderr(&out);
     assert!(
         err.starts_with("migward: container p5 refused: no free 1g.10gb: all 7 are held; holders: holder-a on GPU 0 GI ")
@@ -503,17 +488,9 @@ fn resolve_a_profile_shows_the_instance_a_container_would_get_now() {
 #[test]
 fn leases_release_takes_a_unique_prefix() {
     let sim = Sim::new("h100-7x1g");
-    let me = std::process::id().to_string();
     let long = "f00dfeed".repeat(8);
     for (id, m) in [(long.as_str(), 0), ("f00dcafe", 1)] {
-        let out = sim.run(&[
-            "leases",
-            "acquire",
-            id,
-            &sim.mig_uuid(0, m),
-            "--holder-pid",
-            &me,
-        ]);
+        let out = sim.hold(id, &sim.mig_uuid(0, m));
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let table = stdout(&sim.run(&["leases"]));
@@ -563,8 +540,7 @@ fn readme_json_examples_match_real_output() {
         shape(&real)
     );
     // list, with the first instance held so that `holder` is an object.
-    let me = std::process::id().to_string();
-    let out = sim.run(&["leases", "acquire", "readme", &uuid, "--holder-pid", &me]);
+    let out = sim.hold("readme", &uuid);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut real = sim.list();
     real["gpus"].as_array_mut().unwrap().truncate(1);

@@ -36,12 +36,6 @@ fn runc(root: &Path, args: &[&str]) -> std::process::Output {
     engines::output(Command::new("runc").arg("--root").arg(root).args(args))
 }
 
-fn leases(sim: &Sim) -> Vec<Value> {
-    let out = sim.run(&["leases", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["leases"].as_array().unwrap().clone()
-}
-
 #[test]
 fn runc_hook_binds_nodes_and_holds_the_instance() {
     engines::require_root();
@@ -57,7 +51,7 @@ fn runc_hook_binds_nodes_and_holds_the_instance() {
     let text = engines::expect_success(&out, "runc run with the hook");
     assert_eq!(probe_lines(&text), expected_nodes(1, 156, 157));
     assert_eq!(
-        leases(&sim),
+        sim.leases(),
         Vec::<Value>::new(),
         "poststop released the lease"
     );
@@ -113,7 +107,7 @@ fn runc_hook_binds_nodes_and_holds_the_instance() {
         &runc(&root, &["delete", "hook-holder"]),
         "delete runs poststop",
     );
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
     engines::expect_success(
         &runc(
             &root,
@@ -176,7 +170,7 @@ fn runc_hook_refuses_unsafe_rootfs_paths() {
             "{name}: the host dir changed"
         );
         assert_eq!(
-            leases(&sim),
+            sim.leases(),
             Vec::<Value>::new(),
             "{name}: a failed hook kept its lease"
         );
@@ -259,7 +253,7 @@ fn podman_holder_cycle(
         "second after stop",
     );
     assert_eq!(
-        leases(sim),
+        sim.leases(),
         Vec::<Value>::new(),
         "a lease outlived its container"
     );
@@ -353,7 +347,7 @@ fn hook_killed_after_the_lease_leaves_nothing_held() {
         &["run", "--bundle", bundle.to_str().unwrap(), "killed-hook"],
     );
     engines::expect_failure(&out, "hook past its timeout");
-    assert_eq!(leases(&sim).len(), 1, "the killed hook had taken its lease");
+    assert_eq!(sim.leases().len(), 1, "the killed hook had taken its lease");
     let next = hooked_bundle(&sim, "next", &[&cuda], &["true"]);
     let out = runc(&root, &["run", "--bundle", next.to_str().unwrap(), "next"]);
     engines::expect_success(&out, "next container for the instance");
@@ -363,7 +357,7 @@ fn hook_killed_after_the_lease_leaves_nothing_held() {
         log.contains("\"event\":\"reclaim\",\"container_id\":\"killed-hook\""),
         "{log}"
     );
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }
 
 #[test]
@@ -388,7 +382,7 @@ fn hook_refuses_a_spec_that_already_grants_another_instance() {
         ),
         "{err}"
     );
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }
 
 #[test]
@@ -427,7 +421,7 @@ fn hook_refuses_gpu_rules_without_a_request() {
         &["run", "--bundle", bundle.to_str().unwrap(), "shared-only"],
     );
     engines::expect_success(&out, "nvidiactl alone");
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }
 
 #[test]
@@ -465,7 +459,7 @@ fn podman_hooks_dir_leases_device_nodes_passed_without_a_request() {
         err.contains("device nodes in the spec: /dev/nvidia-caps/nvidia-cap156 (c 508:156) is the cap of GPU instance 2 on GPU minor 1"),
         "{err}"
     );
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }
 
 #[test]
@@ -492,7 +486,7 @@ fn podman_precreate_picks_a_free_instance_for_a_profile() {
         ]));
         engines::expect_success(&out, name);
     }
-    let held = leases(&sim);
+    let held = sim.leases();
     let uuid_of = |l: &Value| l["units"][0]["mig_uuid"].as_str().unwrap().to_string();
     let mut got: Vec<String> = held.iter().map(uuid_of).collect();
     got.sort();
@@ -523,5 +517,5 @@ fn podman_precreate_picks_a_free_instance_for_a_profile() {
         ),
         "rm",
     );
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }

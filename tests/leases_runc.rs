@@ -156,10 +156,7 @@ fn thirty_two_containers_on_seven_instances() {
     held.sort();
     assert_eq!(held, (0..7).collect::<Vec<_>>());
     for i in &created {
-        engines::expect_success(
-            &engines::output(h.shim().args(["delete", "--force", &format!("many-{i}")])),
-            "delete",
-        );
+        h.delete(&format!("many-{i}"));
     }
     assert_eq!(h.leases(), Vec::<Value>::new());
 }

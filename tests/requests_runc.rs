@@ -123,10 +123,7 @@ fn cdi_nodes_are_kept_and_leased_and_half_devices_refused() {
         h.runc(&["state", "cdi-half"]).status.code() != Some(0),
         "runc never ran"
     );
-    engines::expect_success(
-        &engines::output(h.shim().args(["delete", "--force", "cdi-a"])),
-        "delete",
-    );
+    h.delete("cdi-a");
     assert_eq!(h.leases(), Vec::<Value>::new());
 }
 
@@ -245,10 +242,7 @@ fn sixteen_profile_requests_on_seven_instances() {
     uuids.dedup();
     assert_eq!(uuids.len(), 7, "{leases:?}");
     for i in &created {
-        engines::expect_success(
-            &engines::output(h.shim().args(["delete", "--force", &format!("prof-{i}")])),
-            "delete",
-        );
+        h.delete(&format!("prof-{i}"));
     }
     assert_eq!(h.leases(), Vec::<Value>::new());
 }

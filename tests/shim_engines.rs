@@ -236,12 +236,10 @@ fn docker_holder_blocks_until_killed_and_removed() {
     assert_eq!(v["leases"], json!([]), "a lease outlived its container");
 }
 
-#[test]
-fn podman_with_the_shim_as_runtime() {
-    engines::require_root();
-    let sim = Sim::new("a100x4-mixed");
-    // podman passes no runtime args: a wrapper names the config, as a node's
-    // /usr/bin/migward-runtime would read /etc/migward/config.toml.
+/// podman with the shim as its runtime. podman passes no runtime args: a
+/// wrapper names the config, as a node's /usr/bin/migward-runtime would read
+/// /etc/migward/config.toml.
+fn podman_shim(sim: &Sim) -> engines::Podman {
     let wrapper = sim.path("migward-runc");
     write_script(
         &wrapper,
@@ -250,7 +248,14 @@ fn podman_with_the_shim_as_runtime() {
             sim.config().display()
         ),
     );
-    let podman = engines::Podman::new(&sim.path("p")).with_runtime(&wrapper);
+    engines::Podman::new(&sim.path("p")).with_runtime(&wrapper)
+}
+
+#[test]
+fn podman_with_the_shim_as_runtime() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let podman = podman_shim(&sim);
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
     let env = format!("CUDA_VISIBLE_DEVICES={}", sim.mig_uuid(2, 3));
     let out = podman.run_rootfs(&rootfs, &["--env", &env], &["sh", "-c", PROBE]);
@@ -296,12 +301,6 @@ fn dockerd_gpus(sim: &Sim) -> Dockerd {
     d
 }
 
-fn leases(sim: &Sim) -> Vec<Value> {
-    let out = sim.run(&["leases", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["leases"].as_array().unwrap().clone()
-}
-
 #[test]
 fn docker_device_nodes_gpus_flag_and_image_all() {
     engines::require_root();
@@ -329,14 +328,14 @@ fn docker_device_nodes_gpus_flag_and_image_all() {
     assert_eq!(probe_lines(&text), expected_nodes(1, 156, 157));
     let id = engines::expect_success(&run(&["-d"], &["sleep", "300"]), "holder");
     let id = id.trim();
-    let held = leases(&sim);
+    let held = sim.leases();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0]["container_id"], id);
     assert_eq!(held[0]["units"][0]["mig_uuid"], sim.mig_uuid(1, 1).as_str());
     let err = engines::expect_failure(&run(&["--rm"], &["true"]), "second --device container");
     assert!(err.contains(&format!("is held by container {id}")), "{err}");
     engines::expect_success(&d.docker(&["rm", "-f", id]), "rm -f holder");
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 
     // docker --gpus: dockerd writes the ids into NVIDIA_VISIBLE_DEVICES.
     let uuid = sim.mig_uuid(0, 1);
@@ -382,7 +381,7 @@ fn docker_device_nodes_gpus_flag_and_image_all() {
     // With allow_all, the whole machine: both caps of all 17 instances.
     let text = engines::expect_success(&all("migward-all"), "image all, allowed");
     assert_eq!(text.trim(), "34");
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }
 
 #[test]
@@ -431,7 +430,7 @@ fn compose_profile_replicas_and_device_reservations() {
         "docker ps",
     );
     assert_eq!(running.lines().count(), 2, "{running}");
-    let held = leases(&sim);
+    let held = sim.leases();
     let mut uuids: Vec<String> = held
         .iter()
         .map(|l| l["units"][0]["mig_uuid"].as_str().unwrap().to_string())
@@ -461,21 +460,13 @@ fn compose_profile_replicas_and_device_reservations() {
         vec![visible.as_str(), "nvidia-cap156", "nvidia-cap157"]
     );
     engines::expect_success(&compose(&["down", "-t", "1"]), "compose down");
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }
 
 #[test]
 fn podman_cdi_devices_are_kept_and_leased() {
     engines::require_root();
     let sim = Sim::new("h100-7x1g");
-    let wrapper = sim.path("migward-runtime-wrapper");
-    write_script(
-        &wrapper,
-        &format!(
-            "exec {MIGWARD} runtime --migward-config {} \"$@\"",
-            sim.config().display()
-        ),
-    );
     // podman 4.3 reads CDI specs only from /etc/cdi and /var/run/cdi: a
     // uniquely named vendor keeps parallel tests (and a real host's
     // nvidia.com specs) apart.
@@ -506,13 +497,13 @@ fn podman_cdi_devices_are_kept_and_leased() {
     let file = Removed(Path::new("/etc/cdi").join(format!("{vendor}.json")));
     std::fs::write(&file.0, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
 
-    let podman = engines::Podman::new(&sim.path("p")).with_runtime(&wrapper);
+    let podman = podman_shim(&sim);
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
     let device = format!("{kind}={uuid}");
     let out = podman.run_rootfs(&rootfs, &["--device", &device], &["sh", "-c", PROBE]);
     let text = engines::expect_success(&out, "podman --device CDI");
     assert_eq!(probe_lines(&text), expected_nodes(0, 39, 40));
-    assert_eq!(leases(&sim), Vec::<Value>::new(), "released on exit");
+    assert_eq!(sim.leases(), Vec::<Value>::new(), "released on exit");
 
     let out = engines::output(podman.cmd().args([
         "run",
@@ -529,7 +520,7 @@ fn podman_cdi_devices_are_kept_and_leased() {
         "300",
     ]));
     engines::expect_success(&out, "holder");
-    let held = leases(&sim);
+    let held = sim.leases();
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0]["units"][0]["mig_uuid"], uuid.as_str());
     let out = podman.run_rootfs(&rootfs, &["--device", &device], &["true"]);
@@ -539,5 +530,5 @@ fn podman_cdi_devices_are_kept_and_leased() {
         &engines::output(podman.cmd().args(["rm", "-f", "-t", "0", "cdi-holder"])),
         "rm holder",
     );
-    assert_eq!(leases(&sim), Vec::<Value>::new());
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }

@@ -11,8 +11,12 @@ struct Host {
 }
 
 fn host(topology: &str) -> Host {
+    host_of(&crate::topology::source_text(topology).unwrap())
+}
+
+fn host_of(text: &str) -> Host {
     let dir = tempfile::tempdir().unwrap();
-    let topo = Topology::load(topology).unwrap();
+    let topo = Topology::parse(text, "test").unwrap();
     write_host_tree(&topo, dir.path()).unwrap();
     let gpus = TopologyInventory(topo).gpus().unwrap();
     Host {
@@ -271,18 +275,6 @@ fn broken_host_files_name_the_file() {
         err.contains("cannot read") && err.contains("mig-minors"),
         "{err}"
     );
-}
-
-fn host_of(text: &str) -> Host {
-    let dir = tempfile::tempdir().unwrap();
-    let topo = Topology::parse(text, "test").unwrap();
-    write_host_tree(&topo, dir.path()).unwrap();
-    let gpus = TopologyInventory(topo).gpus().unwrap();
-    Host {
-        files: HostFiles::new(dir.path()),
-        _dir: dir,
-        gpus,
-    }
 }
 
 #[test]

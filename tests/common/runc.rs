@@ -2,7 +2,7 @@
 //! end-to-end tests that drive runc directly.
 
 use super::engines::{self, runc_bundle};
-use super::sim::{shim_link, stderr, Sim};
+use super::sim::{shim_link, Sim};
 use serde_json::Value;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -58,10 +58,15 @@ impl Host {
     }
 
     pub fn leases(&self) -> Vec<Value> {
-        let out = self.sim.run(&["leases", "--json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["leases"].as_array().unwrap().clone()
+        self.sim.leases()
+    }
+
+    /// `delete --force` through the shim, which must succeed.
+    pub fn delete(&self, id: &str) {
+        engines::expect_success(
+            &engines::output(self.shim().args(["delete", "--force", id])),
+            &format!("delete {id}"),
+        );
     }
 }
 

@@ -81,6 +81,21 @@ impl Sim {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `migward leases --json`: the leases array.
+    pub fn leases(&self) -> Vec<Value> {
+        let out = self.run(&["leases", "--json"]);
+        assert!(out.status.success(), "leases: {}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["leases"].as_array().unwrap().clone()
+    }
+
+    /// Takes a lease outside any engine (`leases acquire`), held by this
+    /// test process; returns what was granted (NVIDIA_VISIBLE_DEVICES).
+    pub fn hold(&self, id: &str, ids: &str) -> Output {
+        let me = std::process::id().to_string();
+        self.run(&["leases", "acquire", id, ids, "--holder-pid", &me])
+    }
+
     /// UUID of MIG device `mig` of GPU `gpu`, from `list --json`.
     pub fn mig_uuid(&self, gpu: usize, mig: usize) -> String {
         self.list()["gpus"][gpu]["mig_devices"][mig]["uuid"]
