@@ -4,7 +4,7 @@
 mod common;
 
 use common::engines::{self, load_config, save_config};
-use common::runc::{spawn_create, Host, Pending};
+use common::runc::Host;
 use common::sim::{stderr, write_script, Sim};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -129,13 +129,7 @@ fn thirty_two_containers_on_seven_instances() {
     let bundles: Vec<PathBuf> = (0..32)
         .map(|i| h.bundle(&format!("b{i}"), &uuids[i % 7], &["true"]))
         .collect();
-    let children: Vec<Pending> = bundles
-        .iter()
-        .enumerate()
-        .map(|(i, b)| spawn_create(h.shim(), b, &format!("many-{i}")))
-        .collect();
-    let outs: Vec<Output> = children.into_iter().map(Pending::wait).collect();
-    let created: Vec<usize> = (0..32).filter(|i| outs[*i].status.success()).collect();
+    let (outs, created) = h.create_racing(&bundles, "many");
     assert_eq!(
         created.len(),
         7,

@@ -5,11 +5,10 @@
 mod common;
 
 use common::engines::{self, load_config, save_config};
-use common::runc::{spawn_create, Host, Pending};
+use common::runc::Host;
 use common::sim::{expected_nodes, probe_lines, stderr, PROBE};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::Output;
 
 /// GPU minor, GI cap minor, CI cap minor and UUID of MIG device `m` of GPU 0.
 fn mig(h: &Host, m: usize) -> (u32, u32, u32, String) {
@@ -199,13 +198,7 @@ fn sixteen_profile_requests_on_seven_instances() {
             bundle(&h, &format!("p{i}"), &["true"], &[env])
         })
         .collect();
-    let pending: Vec<Pending> = bundles
-        .iter()
-        .enumerate()
-        .map(|(i, b)| spawn_create(h.shim(), b, &format!("prof-{i}")))
-        .collect();
-    let outs: Vec<Output> = pending.into_iter().map(Pending::wait).collect();
-    let created: Vec<usize> = (0..16).filter(|&i| outs[i].status.success()).collect();
+    let (outs, created) = h.create_racing(&bundles, "prof");
     assert_eq!(
         created.len(),
         7,

@@ -7,19 +7,6 @@ use common::sim::{expected_nodes, probe_lines, shim_link, write_script, Sim, MIG
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// dockerd with migward registered, its config passed with runtimeArgs.
-fn dockerd(sim: &Sim) -> Dockerd {
-    let link = shim_link(sim.dir.path());
-    let mut rt = serde_json::Map::new();
-    rt.insert(
-        "migward".into(),
-        json!({"path": link, "runtimeArgs": ["--migward-config", sim.config()]}),
-    );
-    let d = Dockerd::start_with(&sim.path("e"), rt).expect("dockerd");
-    d.import_busybox("local/busybox:1").expect("import");
-    d
-}
-
 #[test]
 fn docker_run_gets_its_instance_and_keeps_docker_hooks() {
     engines::require_root();
@@ -283,9 +270,10 @@ fn nvidia_hook_bin(sim: &Sim) -> std::path::PathBuf {
     bin
 }
 
-/// dockerd with `migward` (the simulated host's config), `migward-all`
-/// (the same with allow_all = true) and the no-op NVIDIA hook on its PATH.
-fn dockerd_gpus(sim: &Sim) -> Dockerd {
+/// dockerd with `migward` (the simulated host's config, passed with
+/// runtimeArgs), `migward-all` (the same with allow_all = true) and the
+/// no-op NVIDIA hook on its PATH.
+fn dockerd(sim: &Sim) -> Dockerd {
     let link = shim_link(sim.dir.path());
     let allow_all = sim.config_variant("allow-all", "allow_all = true");
     let mut rt = serde_json::Map::new();
@@ -305,7 +293,7 @@ fn dockerd_gpus(sim: &Sim) -> Dockerd {
 fn docker_device_nodes_gpus_flag_and_image_all() {
     engines::require_root();
     let sim = Sim::new("a100x4-mixed");
-    let d = dockerd_gpus(&sim);
+    let d = dockerd(&sim);
     // gpu1 gi2: G = 3 + 135 + 18 = 156.
     let dev = |p: &str| format!("{}:{p}", sim.path(&format!("host{p}")).display());
     let nodes = [
@@ -389,7 +377,7 @@ fn compose_profile_replicas_and_device_reservations() {
     engines::require_root();
     engines::require("docker-compose");
     let sim = Sim::new("a100x4-mixed");
-    let d = dockerd_gpus(&sim);
+    let d = dockerd(&sim);
     let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples/docker-compose.gpus.yml");
     let trainer_uuid = sim.mig_uuid(1, 1);

@@ -61,6 +61,22 @@ impl Host {
         self.sim.leases()
     }
 
+    /// Starts `create` of every bundle at once (container `<prefix>-<i>`),
+    /// then waits for all; returns each one's output and the indices that
+    /// were created.
+    pub fn create_racing(&self, bundles: &[PathBuf], prefix: &str) -> (Vec<Output>, Vec<usize>) {
+        let pending: Vec<Pending> = bundles
+            .iter()
+            .enumerate()
+            .map(|(i, b)| spawn_create(self.shim(), b, &format!("{prefix}-{i}")))
+            .collect();
+        let outs: Vec<Output> = pending.into_iter().map(Pending::wait).collect();
+        let created = (0..outs.len())
+            .filter(|&i| outs[i].status.success())
+            .collect();
+        (outs, created)
+    }
+
     /// `delete --force` through the shim, which must succeed.
     pub fn delete(&self, id: &str) {
         engines::expect_success(
