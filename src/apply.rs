@@ -18,13 +18,8 @@ pub enum ApplyError {
     Privileged { id: String, origin: String },
     #[error("container {id} asks for every GPU ({origin}=all; CUDA base images set NVIDIA_VISIBLE_DEVICES=all, so the image or the user asked): name one instance or GPU instead, e.g. NVIDIA_VISIBLE_DEVICES=MIG-<uuid> or a profile such as 1g.10gb (`migward list` shows them), or set allow_all = true in the migward config on a single-tenant host")]
     AllGpus { id: String, origin: String },
-    #[error("container {id}: its spec carries the NVIDIA device node {node}, which engine_devices = \"{mode}\" in the migward config {does}: ask for the instance with NVIDIA_VISIBLE_DEVICES=MIG-<uuid> or the migward/devices annotation instead, or set engine_devices = \"lease\"")]
-    EngineNodes {
-        id: String,
-        node: String,
-        mode: &'static str,
-        does: &'static str,
-    },
+    #[error("container {id}: its spec carries the NVIDIA device node {node}, which engine_devices = \"refuse\" in the migward config refuses: ask for the instance with NVIDIA_VISIBLE_DEVICES=MIG-<uuid> or the migward/devices annotation instead, or set engine_devices = \"lease\"")]
+    EngineNodes { id: String, node: String },
     #[error("container {id}")]
     Plan {
         id: String,
@@ -113,8 +108,6 @@ pub fn gpu_request(
                 .first()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
-            mode: "refuse",
-            does: "refuses",
         });
     }
     if request.is_all() && !config.allow_all {

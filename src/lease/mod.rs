@@ -338,10 +338,11 @@ fn choose(
         .iter()
         .position(|o| !id.is_empty() && &o.holder.container_id == id);
     let same = same.filter(|&i| is_live(i));
+    // Another container's live lease on `u` (a lease of this id, live or
+    // dead, is never in its own way).
     let blocking = |u: &Unit, is_live: &mut dyn FnMut(usize) -> bool| {
         (0..others.len()).find(|&i| {
-            Some(i) != same
-                && others[i].holder.container_id != *id
+            others[i].holder.container_id != *id
                 && others[i].units.iter().any(|o| o.overlaps(u))
                 && is_live(i)
         })
@@ -749,8 +750,7 @@ impl Store {
             },
             fixed.to_vec(),
         );
-        let mut check = choose(&others, &probe, picks, Mode::Peek { take_first })?;
-        Ok(std::mem::take(&mut check.picked))
+        Ok(choose(&others, &probe, picks, Mode::Peek { take_first })?.picked)
     }
 
     /// Frees the lease of container `id`; false if it held none.

@@ -11,7 +11,6 @@
 //! so `docker run` shows it; non-zero exit; config.json untouched.
 
 mod argv;
-
 pub mod log;
 
 pub use argv::{scan, Invocation};
