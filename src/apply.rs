@@ -2,6 +2,7 @@
 //! a lease, and the spec edit.
 
 use crate::config::{Config, EngineDevices};
+use crate::driver::Driver;
 use crate::lease::liveness::ProcessId;
 use crate::lease::{Acquired, Holder, Lease, LeaseError, PickWant, Store};
 use crate::plan::{Host, Plan, PlanError};
@@ -36,6 +37,8 @@ pub enum ApplyError {
     Look(Box<PlanError>),
     #[error(transparent)]
     LookStore(LeaseError),
+    #[error(transparent)]
+    Driver(#[from] crate::driver::DriverError),
     #[error("cannot find the migward binary for the poststop hook: {0}")]
     Exe(std::io::Error),
 }
@@ -266,7 +269,7 @@ pub fn release_hook(config: &Config) -> Result<Value, ApplyError> {
     Ok(serde_json::json!({
         "path": exe,
         "args": ["migward", "hook", "poststop", "--state-dir", config.state_dir],
-        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "env": [crate::driver::HOOK_PATH_ENV],
         "timeout": 10,
     }))
 }
@@ -326,18 +329,33 @@ pub fn foreign_gpu_device(spec: &Value, plan: Option<&Plan>, majors: NodeMajors)
     None
 }
 
-/// The whole spec edit: engine-provided NVIDIA nodes (of `majors`) out,
-/// the plan's nodes, rules and env in, and the release hook. A profile asked
-/// for by annotation is rewritten there to the granted UUIDs, so the spec
-/// names what was picked (podman's createRuntime hook reads it again).
+/// The whole spec edit: engine-provided NVIDIA nodes out; the driver's
+/// files (per the `driver` config) in; the plan's nodes, rules and env in;
+/// and the release hook. A profile asked for by annotation is rewritten
+/// there to the granted UUIDs, so the spec names what was picked (podman's
+/// createRuntime hook reads it again). Warnings (no driver files, a common
+/// node missing) go to `warn`, one line each.
 pub fn edit_spec(
     spec: &mut Value,
     request: &Request,
     plan: &Plan,
     config: &Config,
-    majors: &[u64],
+    majors: &GpuMajors,
+    warn: &mut dyn FnMut(String),
 ) -> Result<(), ApplyError> {
-    edit::strip_nvidia(spec, majors);
+    let driver = crate::driver::choose(config)?;
+    edit::strip_nvidia(spec, &majors.all);
+    match &driver {
+        Driver::Cdi(edits) => {
+            crate::driver::apply_cdi(spec, edits, &config.host_root, majors.nodes, warn)
+        }
+        Driver::None {
+            warning: Some(line),
+        } => warn(line.clone()),
+        Driver::NvidiaRuntime | Driver::None { warning: None } => {}
+    }
+    // After the CDI env: the spec's NVIDIA_VISIBLE_DEVICES=void gives way
+    // to the granted UUIDs.
     edit::apply_plan(spec, plan);
     if let Source::Annotation(key) = &request.source {
         if request.has_profiles() {

@@ -24,6 +24,25 @@ pub enum EngineDevices {
     Refuse,
 }
 
+/// Where a granted container's driver user-space (libcuda, NVML,
+/// nvidia-smi) comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverMode {
+    /// `cdi` when a CDI spec of kind `nvidia.com/gpu` exists, else
+    /// `nvidia-runtime` when the runtime below is NVIDIA's, else `none`
+    /// with a warning (default).
+    Auto,
+    /// The common edits of NVIDIA's CDI spec (mounts, hooks, env, common
+    /// nodes); the device nodes come from migward's plan.
+    Cdi,
+    /// The runtime below is `nvidia-container-runtime`; migward only names
+    /// the granted UUIDs in `NVIDIA_VISIBLE_DEVICES`.
+    NvidiaRuntime,
+    /// No driver files: the image brings its own, or the container needs none.
+    None,
+}
+
 /// What one tenant holds exclusively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -56,6 +75,10 @@ pub struct Config {
     pub engine_devices: EngineDevices,
     /// Whether a request for every GPU (`all`) is granted.
     pub allow_all: bool,
+    /// Where a granted container's driver files come from.
+    pub driver: DriverMode,
+    /// Where CDI specs are read, in order: a later directory wins.
+    pub cdi_dirs: Vec<PathBuf>,
     /// The file this config was read from, if any (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -74,6 +97,8 @@ impl Default for Config {
             annotation: "migward/devices".into(),
             engine_devices: EngineDevices::Lease,
             allow_all: false,
+            driver: DriverMode::Auto,
+            cdi_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
             source: None,
         }
     }
@@ -163,6 +188,7 @@ mod tests {
             ("host_rot = \"/\"", "unknown field `host_rot`"),
             ("exclusive = \"gpu\"", "unknown variant `gpu`"),
             ("engine_devices = \"keep\"", "unknown variant `keep`"),
+            ("driver = \"nvidia\"", "unknown variant `nvidia`"),
             ("allow_privileged = \"yes\"", "invalid type"),
             ("annotation = \" \"", "annotation must not be empty"),
         ];

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod hook;
 pub mod inventory;
 pub mod lease;

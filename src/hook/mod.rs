@@ -276,7 +276,7 @@ pub fn precreate(
         &mut |m| warn(m),
     )?;
     granted.plan.warnings.iter().for_each(|w| warn(w.clone()));
-    apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors.all)?;
+    apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors, warn)?;
     let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
     let mut args = vec![Value::from("migward")];
     if let Some(source) = &config.source {
@@ -289,7 +289,7 @@ pub fn precreate(
     crate::spec::edit::add_hook(
         &mut spec,
         "createRuntime",
-        serde_json::json!({"path": exe, "args": args, "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "timeout": 10}),
+        serde_json::json!({"path": exe, "args": args, "env": [crate::driver::HOOK_PATH_ENV], "timeout": 10}),
     );
     serde_json::to_writer(&mut output, &spec).map_err(|e| HookError::Write(e.into()))?;
     Ok(())

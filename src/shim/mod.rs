@@ -173,9 +173,16 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         &mut |m| warn(&m),
     )?;
     granted.plan.warnings.iter().for_each(|w| warn(w));
-    let written = apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors.all)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(crate::spec::write_atomic(&path, &spec)?));
+    let written = apply::edit_spec(
+        &mut spec,
+        &request,
+        &granted.plan,
+        config,
+        &majors,
+        &mut |m| warn(&m),
+    )
+    .map_err(anyhow::Error::from)
+    .and_then(|()| Ok(crate::spec::write_atomic(&path, &spec)?));
     let ours = (granted.acquired == Some(Acquired::New)).then(|| id.to_string());
     if let Err(e) = written {
         // Only a lease this call took is undone: a renewed one belongs to

@@ -180,6 +180,77 @@ pub fn apply_plan(spec: &mut Value, plan: &Plan) {
     }
 }
 
+/// Sets `key=value` in `process.env`: the first entry of that key is
+/// replaced in place and any others removed, so the key appears once.
+pub fn set_env(spec: &mut Value, key: &str, value: &str) {
+    let env = array_at(object_at(spec, "process"), "env");
+    let prefix = format!("{key}=");
+    put_once(env, json!(format!("{key}={value}")), |e| {
+        e.as_str().is_some_and(|s| s.starts_with(&prefix))
+    });
+}
+
+/// Puts `value` where the first entry matching `same` is and drops the
+/// other matches, or appends it: the entry ends up in the list once.
+fn put_once(list: &mut Vec<Value>, value: Value, same: impl Fn(&Value) -> bool) {
+    let mut placed = false;
+    list.retain_mut(|e| {
+        if !same(e) {
+            return true;
+        }
+        if placed {
+            return false;
+        }
+        placed = true;
+        *e = value.clone();
+        true
+    });
+    if !placed {
+        list.push(value);
+    }
+}
+
+/// Adds an OCI mount; one already at the same destination is replaced
+/// (the driver's file wins over whatever was there), so adding twice
+/// leaves one.
+pub fn add_mount(spec: &mut Value, mount: Value) {
+    let obj = spec
+        .as_object_mut()
+        .expect("spec is an object: checked on load");
+    let dest = mount.get("destination").cloned();
+    put_once(array_at(obj, "mounts"), mount, |m| {
+        m.get("destination") == dest.as_ref()
+    });
+}
+
+/// Adds `hook` to `hooks.<stage>`, replacing any hook there with the same
+/// path and args (an engine may have added it from the same CDI spec,
+/// without the env migward gives it).
+pub fn replace_hook(spec: &mut Value, stage: &str, hook: Value) {
+    let list = array_at(object_at(spec, "hooks"), stage);
+    let (path, args) = (hook.get("path").cloned(), hook.get("args").cloned());
+    put_once(list, hook, |h| {
+        h.get("path") == path.as_ref() && h.get("args") == args.as_ref()
+    });
+}
+
+/// Adds a device node (replacing one at the same path) and its allow rule
+/// (unless present).
+pub fn add_device(spec: &mut Value, device: Value, rule: Value) {
+    let linux = object_at(spec, "linux");
+    let devices = array_at(linux, "devices");
+    devices.retain(|d| d.get("path") != device.get("path"));
+    devices.push(device);
+    let resources = linux.entry("resources").or_insert_with(|| json!({}));
+    if !resources.is_object() {
+        *resources = json!({});
+    }
+    let rules = array_at(resources.as_object_mut().expect("object"), "devices");
+    if !rules.contains(&rule) {
+        rules.push(rule);
+    }
+}
+
 /// Sets annotation `key` to `value`, keeping every other annotation.
 pub fn set_annotation(spec: &mut Value, key: &str, value: &str) {
     object_at(spec, "annotations").insert(key.to_string(), json!(value));
