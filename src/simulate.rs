@@ -7,9 +7,22 @@
 //! - `nvml/libnvidia-ml.so.1` (the fake NVML library) and `nvml/topology.toml`
 //!   next to it, which the fake serves;
 //! - `state/`: the lease store;
+//! - `driver/`: the driver's user-space as a host with NVIDIA's toolkit has
+//!   it, under a driver root: `usr/lib/x86_64-linux-gnu/libnvidia-ml.so.<v>`
+//!   (the fake NVML, SONAME `libnvidia-ml.so.1`, with the topology beside
+//!   it), `libcuda.so.<v>` (a stand-in, SONAME `libcuda.so.1`),
+//!   `usr/bin/nvidia-smi` (a stand-in listing what NVML shows) and
+//!   `usr/bin/nvidia-cdi-hook` (a harmless stand-in for NVIDIA's hook);
+//! - `cdi/nvidia.yaml`: the CDI spec `nvidia-ctk cdi generate
+//!   --driver-root <dir>/driver --dev-root <dir>/host` would write: devices
+//!   by UUID and by index, common edits with the driver mounts, hooks, env
+//!   and common nodes;
 //! - `config.toml` pointing at all of them.
 //!
 //! One topology feeds both the fake NVML and the host tree, so they agree.
+//! The host's copy of the fake (`nvml/`) sees the nodes under `host/dev`
+//! (`nvml/dev-root`); the driver's copy, mounted into a container, sees the
+//! container's `/dev`, so it lists exactly what the container was given.
 
 use crate::topology::Topology;
 use nix::sys::stat::{mknod, Mode, SFlag};
@@ -24,6 +37,13 @@ pub const CAPS_MAJOR: u32 = 508;
 
 /// The file name cargo gives the fake NVML cdylib.
 pub const FAKE_NVML_FILE: &str = "libnvidia_ml_fake.so";
+/// The libcuda stand-in, the nvidia-smi stand-in and the hook stand-in, as
+/// cargo names them (package `sim-driver`).
+pub const DRIVER_FILES: [&str; 3] = ["libcuda_fake.so", "sim-nvidia-smi", "sim-nvidia-cdi-hook"];
+/// The driver version the simulated host has (the fake NVML reports it).
+pub const DRIVER_VERSION: &str = "550.54.15";
+/// Where the driver's libraries live, in the container as on the host.
+pub const LIB_DIR: &str = "/usr/lib/x86_64-linux-gnu";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimulateError {
@@ -37,6 +57,8 @@ pub enum SimulateError {
     },
     #[error("cannot find the fake NVML library ({FAKE_NVML_FILE}) next to {exe} or in $MIGWARD_FAKE_NVML: build it with `cargo build --workspace` or pass --nvml-lib")]
     NoFakeNvml { exe: PathBuf },
+    #[error("cannot find the simulated driver's {file} next to {exe}: build it with `cargo build --workspace`")]
+    NoDriverFile { file: String, exe: PathBuf },
 }
 
 /// The `mig-minors` table the driver exposes: 32 GPUs × GI 0..14 × CI 0..7,
@@ -80,6 +102,26 @@ impl Writer {
         std::fs::write(path, text).map_err(wrap)
     }
 
+    /// Puts `from` at `to` through a temp name and a rename (a running
+    /// process may have the old file mapped): a hard link where it can (the
+    /// debug build of the fake NVML is large, and tests simulate many
+    /// hosts), else a copy. Keeps the mode (executables).
+    fn copy(&self, from: &Path, to: &Path) -> Result<(), SimulateError> {
+        let wrap = |source| SimulateError::Write {
+            path: to.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(wrap)?;
+        }
+        let tmp = to.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(from, &tmp).is_err() {
+            std::fs::copy(from, &tmp).map_err(wrap)?;
+        }
+        std::fs::rename(&tmp, to).map_err(wrap)
+    }
+
     /// A char node when we may mknod, else a regular file standing in.
     fn node(&self, path: &Path, major: u32, minor: u32, mode: u32) -> Result<(), SimulateError> {
         let wrap = |source| SimulateError::Write {
@@ -116,6 +158,7 @@ pub fn write_host_tree(topo: &Topology, root: &Path) -> Result<(), SimulateError
     w.file(&caps_dir.join("mig/config"), &cap_access(1))?;
     w.file(&caps_dir.join("mig/monitor"), &cap_access(2))?;
     w.node(&root.join("dev/nvidiactl"), NVIDIA_MAJOR, 255, 0o666)?;
+    w.node(&root.join("dev/nvidia-modeset"), NVIDIA_MAJOR, 254, 0o666)?;
     w.node(&root.join("dev/nvidia-uvm"), UVM_MAJOR, 0, 0o666)?;
     w.node(&root.join("dev/nvidia-uvm-tools"), UVM_MAJOR, 1, 0o666)?;
     for gpu in &topo.gpus {
@@ -170,23 +213,143 @@ pub fn find_fake_nvml() -> Result<PathBuf, SimulateError> {
     if let Some(p) = std::env::var_os("MIGWARD_FAKE_NVML").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
+    find_beside_exe(FAKE_NVML_FILE).map_err(|exe| SimulateError::NoFakeNvml { exe })
+}
+
+/// `file` next to the running executable (or one level up, or in
+/// `../lib/migward`), else the executable's path as the error.
+fn find_beside_exe(file: &str) -> Result<PathBuf, PathBuf> {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     let candidates = [
-        dir.join(FAKE_NVML_FILE),
-        dir.join("..").join(FAKE_NVML_FILE),
-        dir.join("../lib/migward").join(FAKE_NVML_FILE),
+        dir.join(file),
+        dir.join("..").join(file),
+        dir.join("../lib/migward").join(file),
     ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or(SimulateError::NoFakeNvml { exe })
+    candidates.into_iter().find(|p| p.is_file()).ok_or(exe)
+}
+
+/// Writes the simulated driver under `driver` (a driver root) and the CDI
+/// spec describing it into `cdi_dir`.
+fn write_driver(
+    topo: &Topology,
+    text: &str,
+    fake_nvml: &Path,
+    driver: &Path,
+    host_root: &Path,
+    cdi_dir: &Path,
+) -> Result<(), SimulateError> {
+    let w = Writer;
+    let [cuda, smi, hook] = DRIVER_FILES.map(|f| {
+        find_beside_exe(f).map_err(|exe| SimulateError::NoDriverFile {
+            file: f.to_string(),
+            exe,
+        })
+    });
+    let (cuda, smi, hook) = (cuda?, smi?, hook?);
+    let lib_dir = driver.join(LIB_DIR.trim_start_matches('/'));
+    let bin_dir = driver.join("usr/bin");
+    let files = [
+        (
+            fake_nvml,
+            lib_dir.join(format!("libnvidia-ml.so.{DRIVER_VERSION}")),
+        ),
+        (
+            cuda.as_path(),
+            lib_dir.join(format!("libcuda.so.{DRIVER_VERSION}")),
+        ),
+        (smi.as_path(), bin_dir.join("nvidia-smi")),
+        (hook.as_path(), bin_dir.join("nvidia-cdi-hook")),
+    ];
+    for (from, to) in &files {
+        w.copy(from, to)?;
+    }
+    w.file(&lib_dir.join("topology.toml"), text)?;
+    // The driver's own record of its version, as /proc/driver/nvidia/version.
+    w.file(&driver.join("version"), &format!("{DRIVER_VERSION}\n"))?;
+    let mounts: Vec<_> = files
+        .iter()
+        .take(3)
+        .map(|(_, to)| to.clone())
+        .chain([lib_dir.join("topology.toml")])
+        .map(|host| {
+            let in_container = Path::new("/").join(host.strip_prefix(driver).unwrap_or(&host));
+            serde_json::json!({
+                "hostPath": host, "containerPath": in_container,
+                "options": ["ro", "nosuid", "nodev", "rbind", "rprivate"],
+            })
+        })
+        .collect();
+    let hook_path = bin_dir.join("nvidia-cdi-hook");
+    let node = |path: String| serde_json::json!({"path": path, "hostPath": host_root.join(path.trim_start_matches('/'))});
+    let common_nodes: Vec<_> = [
+        "/dev/nvidiactl",
+        "/dev/nvidia-uvm",
+        "/dev/nvidia-uvm-tools",
+        "/dev/nvidia-modeset",
+    ]
+    .map(|p| node(p.to_string()))
+    .into();
+    let mut devices = Vec::new();
+    for gpu in &topo.gpus {
+        let gpu_node = node(format!("/dev/nvidia{}", gpu.minor));
+        for name in [gpu.index.to_string(), gpu.uuid.clone()] {
+            devices.push(
+                serde_json::json!({"name": name, "containerEdits": {"deviceNodes": [gpu_node]}}),
+            );
+        }
+        let migs = gpu
+            .instances
+            .iter()
+            .flat_map(|gi| gi.compute_instances.iter().map(move |ci| (gi, ci)));
+        for (j, (gi, ci)) in migs.enumerate() {
+            let g = 3 + 135 * gpu.minor + 9 * gi.gi;
+            let nodes = [
+                gpu_node.clone(),
+                node(format!("/dev/nvidia-caps/nvidia-cap{g}")),
+                node(format!("/dev/nvidia-caps/nvidia-cap{}", g + 1 + ci.ci)),
+            ];
+            for name in [format!("{}:{j}", gpu.index), ci.uuid.clone()] {
+                devices.push(
+                    serde_json::json!({"name": name, "containerEdits": {"deviceNodes": nodes}}),
+                );
+            }
+        }
+    }
+    let spec = serde_json::json!({
+        "cdiVersion": "0.5.0",
+        "kind": crate::driver::cdi::NVIDIA_KIND,
+        "devices": devices,
+        "containerEdits": {
+            "env": ["NVIDIA_VISIBLE_DEVICES=void"],
+            "deviceNodes": common_nodes,
+            "hooks": [
+                {"hookName": "createContainer", "path": hook_path,
+                 "args": ["nvidia-cdi-hook", "create-symlinks", "--link",
+                          format!("libcuda.so.1::{LIB_DIR}/libcuda.so")]},
+                {"hookName": "createContainer", "path": hook_path,
+                 "args": ["nvidia-cdi-hook", "update-ldcache", "--folder", LIB_DIR]},
+            ],
+            "mounts": mounts,
+        },
+    });
+    let yaml = serde_yaml::to_string(&spec).map_err(|e| SimulateError::Write {
+        path: cdi_dir.join("nvidia.yaml"),
+        source: std::io::Error::other(e),
+    })?;
+    let path = cdi_dir.join("nvidia.yaml");
+    w.file(&path, &yaml)?;
+    // Whatever the umask: a spec writable by others is refused.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|source| SimulateError::Write { path, source })
 }
 
 /// What `simulate` wrote.
 #[derive(Debug)]
 pub struct Simulated {
     pub config: PathBuf,
+    pub cdi_spec: PathBuf,
     pub host_root: PathBuf,
     pub nvml_library: PathBuf,
     pub state_dir: PathBuf,
@@ -205,27 +368,37 @@ pub fn simulate(topology: &str, dir: &Path, fake_nvml: &Path) -> Result<Simulate
     write_host_tree(&topo, &host_root)?;
     let w = Writer;
     w.file(&nvml_dir.join("topology.toml"), &text)?;
+    w.file(
+        &nvml_dir.join("dev-root"),
+        &format!("{}\n", host_root.join("dev").display()),
+    )?;
     let lib = nvml_dir.join("libnvidia-ml.so.1");
-    // Copy to a temp name and rename: a running process may have the old
-    // library mapped.
-    let tmp = nvml_dir.join(".libnvidia-ml.so.1.tmp");
-    let wrap = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SimulateError::Write { path, source }
-    };
-    std::fs::copy(fake_nvml, &tmp).map_err(wrap(&tmp))?;
-    std::fs::rename(&tmp, &lib).map_err(wrap(&lib))?;
-    std::fs::create_dir_all(&state_dir).map_err(wrap(&state_dir))?;
+    w.copy(fake_nvml, &lib)?;
+    let cdi_dir = dir.join("cdi");
+    write_driver(
+        &topo,
+        &text,
+        fake_nvml,
+        &dir.join("driver"),
+        &host_root,
+        &cdi_dir,
+    )?;
+    std::fs::create_dir_all(&state_dir).map_err(|source| SimulateError::Write {
+        path: state_dir.clone(),
+        source,
+    })?;
     let config = dir.join("config.toml");
     let body = format!(
-        "# simulated GPU host written by `migward simulate {topology}`\nhost_root = {:?}\nstate_dir = {:?}\nnvml_library = {:?}\n",
+        "# simulated GPU host written by `migward simulate {topology}`\nhost_root = {:?}\nstate_dir = {:?}\nnvml_library = {:?}\n# driver = \"auto\" finds the simulated driver's CDI spec here\ncdi_dirs = [{:?}]\n",
         host_root.display().to_string(),
         state_dir.display().to_string(),
-        lib.display().to_string()
+        lib.display().to_string(),
+        cdi_dir.display().to_string()
     );
     w.file(&config, &body)?;
     Ok(Simulated {
         config,
+        cdi_spec: cdi_dir.join("nvidia.yaml"),
         host_root,
         nvml_library: lib,
         state_dir,

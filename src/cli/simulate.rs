@@ -36,6 +36,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     println!("  host tree:    {}", sim.host_root.display());
     println!("  NVML library: {}", sim.nvml_library.display());
     println!("  lease state:  {}", sim.state_dir.display());
+    println!("  driver (CDI): {}", sim.cdi_spec.display());
     println!(
         "use it with:  export MIGWARD_CONFIG={}",
         sim.config.display()

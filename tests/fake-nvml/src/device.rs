@@ -88,14 +88,19 @@ fn find_uuid(gpu: &Gpu, wanted: &str) -> Option<sys::nvmlDevice_t> {
         .map(|n| handles::mig_handle(gpu, n))
 }
 
+/// A GPU's NVML index; a MIG device's index on its parent (as
+/// `nvmlDeviceGetMigDeviceHandleByIndex` numbers it), which NVIDIA's CDI
+/// generator uses for the `<gpu>:<mig>` device names.
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetIndex(device: sys::nvmlDevice_t, index: *mut c_uint) -> Ret {
     ffi(|| {
         let topology = state::topology()?;
-        let Dev::Gpu(gpu) = handles::device(&topology, device)? else {
-            return Err(ret::NOT_SUPPORTED);
+        *out(index)? = match handles::device(&topology, device)? {
+            Dev::Gpu(gpu) => gpu.index,
+            Dev::Mig(m) => mig_devices(m.gpu)
+                .position(|o| o.gi.gi == m.gi.gi && o.ci.ci == m.ci.ci)
+                .ok_or(ret::UNKNOWN)? as c_uint,
         };
-        *out(index)? = gpu.index;
         Ok(())
     })
 }

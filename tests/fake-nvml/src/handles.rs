@@ -13,6 +13,7 @@ use migward::topology::{ComputeInstance, Gpu, GpuInstance, Topology};
 const TAG_MASK: usize = 0xff00_0000;
 const DEVICE_TAG: usize = 0x4e00_0000;
 const GPU_INSTANCE_TAG: usize = 0x4700_0000;
+const COMPUTE_INSTANCE_TAG: usize = 0x4300_0000;
 
 /// What a device handle names: a physical GPU or one MIG device of it.
 #[derive(Clone, Copy)]
@@ -61,6 +62,28 @@ pub fn mig_handle(gpu: &Gpu, n: usize) -> sys::nvmlDevice_t {
 /// The handle of a GPU instance, named by its GI id.
 pub fn gpu_instance_handle(gpu: &Gpu, gi: &GpuInstance) -> sys::nvmlGpuInstance_t {
     std::ptr::without_provenance_mut(encode(GPU_INSTANCE_TAG, gpu.index, gi.gi as usize))
+}
+
+/// The handle of a compute instance, named by its GI and CI ids.
+pub fn compute_instance_handle(
+    gpu: &Gpu,
+    gi: &GpuInstance,
+    ci: &ComputeInstance,
+) -> sys::nvmlComputeInstance_t {
+    let slot = (gi.gi as usize) << 8 | ci.ci as usize;
+    std::ptr::without_provenance_mut(encode(COMPUTE_INSTANCE_TAG, gpu.index, slot))
+}
+
+/// Decodes a compute-instance handle.
+pub fn compute_instance(
+    topology: &Topology,
+    handle: sys::nvmlComputeInstance_t,
+) -> Result<Mig<'_>, Ret> {
+    let (index, slot) = decode(handle.addr(), COMPUTE_INSTANCE_TAG).ok_or(ret::INVALID_ARGUMENT)?;
+    let gpu = topology.gpus.get(index).ok_or(ret::INVALID_ARGUMENT)?;
+    mig_devices(gpu)
+        .find(|m| m.gi.gi as usize == slot >> 8 && m.ci.ci as usize == slot & 0xff)
+        .ok_or(ret::INVALID_ARGUMENT)
 }
 
 /// Decodes a device handle against the served topology.

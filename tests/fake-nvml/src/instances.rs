@@ -143,6 +143,68 @@ pub unsafe extern "C" fn nvmlGpuInstanceGetInfo(
     })
 }
 
+/// A compute instance of a GPU instance by its CI id; `NOT_FOUND` when the
+/// GPU instance has no such compute instance.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlGpuInstanceGetComputeInstanceById(
+    gpu_instance: sys::nvmlGpuInstance_t,
+    id: c_uint,
+    compute_instance: *mut sys::nvmlComputeInstance_t,
+) -> Ret {
+    ffi(|| {
+        let topology = state::topology()?;
+        let (gpu, gi) = handles::gpu_instance(&topology, gpu_instance)?;
+        let slot = out(compute_instance)?;
+        let ci = gi
+            .compute_instances
+            .iter()
+            .find(|ci| ci.ci == id)
+            .ok_or(ret::NOT_FOUND)?;
+        *slot = handles::compute_instance_handle(gpu, gi, ci);
+        Ok(())
+    })
+}
+
+/// `NVML_COMPUTE_INSTANCE_PROFILE_*` id of a compute instance of `slices`
+/// compute slices (1, 2, 3, 4, 7, 8 and 6 slices are ids 0 to 6).
+fn compute_profile_id(slices: u32) -> Option<c_uint> {
+    [1, 2, 3, 4, 7, 8, 6]
+        .iter()
+        .position(|s| *s == slices)
+        .map(|i| i as c_uint)
+}
+
+/// Parent GPU, GPU instance, CI id, CI profile id and placement (start and
+/// size in compute slices, compute instances packed in id order).
+#[no_mangle]
+pub unsafe extern "C" fn nvmlComputeInstanceGetInfo_v2(
+    compute_instance: sys::nvmlComputeInstance_t,
+    info: *mut sys::nvmlComputeInstanceInfo_t,
+) -> Ret {
+    ffi(|| {
+        let topology = state::topology()?;
+        let mig = handles::compute_instance(&topology, compute_instance)?;
+        let start = mig
+            .gi
+            .compute_instances
+            .iter()
+            .take_while(|ci| ci.ci != mig.ci.ci)
+            .map(|ci| ci.compute_slices)
+            .sum();
+        *out(info)? = sys::nvmlComputeInstanceInfo_t {
+            device: handles::gpu_handle(mig.gpu),
+            gpuInstance: handles::gpu_instance_handle(mig.gpu, mig.gi),
+            id: mig.ci.ci,
+            profileId: compute_profile_id(mig.ci.compute_slices).ok_or(ret::UNKNOWN)?,
+            placement: sys::nvmlComputeInstancePlacement_t {
+                start,
+                size: mig.ci.compute_slices,
+            },
+        };
+        Ok(())
+    })
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceProfileInfo(
     device: sys::nvmlDevice_t,

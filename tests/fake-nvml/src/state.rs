@@ -15,6 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const TOPOLOGY_ENV: &str = "MIGWARD_FAKE_NVML_TOPOLOGY";
 /// The file looked for next to the loaded library when [`TOPOLOGY_ENV`] is unset.
 pub const TOPOLOGY_FILE: &str = "topology.toml";
+/// Next to the library: the directory holding the device nodes, one line
+/// (`migward simulate` writes `<host>/dev` next to the host's copy); without
+/// it, `/dev`, as inside a container.
+pub const DEV_ROOT_FILE: &str = "dev-root";
 
 struct State {
     inits: u32,
@@ -68,6 +72,10 @@ pub fn shutdown() -> Result<(), Ret> {
     Ok(())
 }
 
+/// The topology to serve. One named by [`TOPOLOGY_ENV`] is served whole (a
+/// library under test). One read beside the library is a simulated driver,
+/// which behaves like the real one: it shows only what this process may
+/// open (see [`visible`]).
 fn load() -> Result<Topology, String> {
     if let Some(name) = std::env::var_os(TOPOLOGY_ENV).filter(|v| !v.is_empty()) {
         let name = name.to_string_lossy();
@@ -86,7 +94,47 @@ fn load() -> Result<Topology, String> {
             "cannot read topology file {origin}: {e} (write it next to the library, or set {TOPOLOGY_ENV} to a topology file)"
         )
     })?;
-    Topology::parse(&text, &origin).map_err(|e| e.to_string())
+    let topology = Topology::parse(&text, &origin).map_err(|e| e.to_string())?;
+    let dev_root = std::fs::read_to_string(dir.join(DEV_ROOT_FILE))
+        .map(|s| PathBuf::from(s.trim()))
+        .unwrap_or_else(|_| PathBuf::from("/dev"));
+    Ok(visible(topology, &dev_root))
+}
+
+/// Whether this process may open the node at `path`. Without a driver, a
+/// char node the device cgroup allows opens with ENXIO, a denied one fails
+/// with EPERM, a missing one with ENOENT (DESIGN.md); a plain file standing
+/// in for a node (a simulation written without root) opens.
+fn may_open(path: &std::path::Path) -> bool {
+    match std::fs::File::open(path) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() == Some(libc::ENXIO),
+    }
+}
+
+/// What a driver shows a process: a GPU whose `/dev/nvidia<minor>` it may
+/// open, and of it the MIG devices whose GI and CI capability nodes it may
+/// open too (minors by the driver's table: `G = 3 + 135*gpu + 9*gi`,
+/// `C = G + 1 + ci`). GPUs are numbered in the order they remain, as NVML
+/// numbers the GPUs a container sees.
+fn visible(mut topology: Topology, dev_root: &std::path::Path) -> Topology {
+    topology
+        .gpus
+        .retain(|g| may_open(&dev_root.join(format!("nvidia{}", g.minor))));
+    for (index, gpu) in topology.gpus.iter_mut().enumerate() {
+        gpu.index = index as u32;
+        let minor = gpu.minor;
+        let cap = |m: u32| may_open(&dev_root.join(format!("nvidia-caps/nvidia-cap{m}")));
+        gpu.instances.retain_mut(|gi| {
+            let g = 3 + 135 * minor + 9 * gi.gi;
+            if !cap(g) {
+                return false;
+            }
+            gi.compute_instances.retain(|ci| cap(g + 1 + ci.ci));
+            !gi.compute_instances.is_empty()
+        });
+    }
+    topology
 }
 
 /// The directory of the file this library was loaded from (`dladdr` on one

@@ -5,7 +5,7 @@ use crate::{ffi, put_str, ret, state, sys, Ret};
 use std::os::raw::{c_char, c_uint};
 
 /// The driver the fake claims to be (an R550 data-center release).
-pub const DRIVER_VERSION: &str = "550.54.15";
+pub const DRIVER_VERSION: &str = migward::simulate::DRIVER_VERSION;
 /// `nvmlSystemGetNVMLVersion` of that driver.
 pub const NVML_VERSION: &str = "12.550.54.15";
 /// `nvmlSystemGetCudaDriverVersion` of that driver: CUDA 12.4.
