@@ -3,7 +3,9 @@
 mod common;
 
 use common::engines::{self, load_config, runc_bundle, save_config, Podman};
-use common::sim::{expected_nodes, probe_lines, stderr, write_script, Sim, MIGWARD, PROBE};
+use common::sim::{
+    expected_nodes, expected_plan_nodes, probe_lines, stderr, write_script, Sim, MIGWARD, PROBE,
+};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +51,7 @@ fn runc_hook_binds_nodes_and_holds_the_instance() {
         &["run", "--bundle", bundle.to_str().unwrap(), "hook-probe"],
     );
     let text = engines::expect_success(&out, "runc run with the hook");
-    assert_eq!(probe_lines(&text), expected_nodes(1, 156, 157));
+    assert_eq!(probe_lines(&text), expected_plan_nodes(1, 156, 157));
     assert_eq!(
         sim.leases(),
         Vec::<Value>::new(),
@@ -288,7 +290,7 @@ fn podman_hooks_dir_by_annotation() {
         (0, 0),
         "--annotation",
         "migward/devices",
-        expected_nodes(0, 12, 13),
+        expected_plan_nodes(0, 12, 13),
     );
 }
 
@@ -302,7 +304,7 @@ fn podman_hooks_dir_by_env() {
         (3, 6),
         "--env",
         "CUDA_VISIBLE_DEVICES",
-        expected_nodes(3, 471, 472),
+        expected_plan_nodes(3, 471, 472),
     );
 }
 
@@ -449,7 +451,7 @@ fn podman_hooks_dir_leases_device_nodes_passed_without_a_request() {
         &podman,
         &rootfs,
         &request,
-        expected_nodes(1, 156, 157),
+        expected_plan_nodes(1, 156, 157),
     );
 
     // A cap node alone is half a device: refused, naming the node.

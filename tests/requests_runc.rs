@@ -181,8 +181,9 @@ fn all_from_an_image_is_refused_unless_allowed() {
     append_config(&h, "allow_all = true");
     let text = engines::expect_success(&h.run(&b, "all-3"), "all, allowed");
     let lines = probe_lines(&text);
-    // The whole GPU: its node, the shared nodes and both caps of all 7.
-    assert_eq!(lines.len(), 4 + 14, "{lines:?}");
+    // The whole GPU: its node, the shared nodes (nvidia-modeset from the
+    // driver's CDI spec) and both caps of all 7.
+    assert_eq!(lines.len(), 5 + 14, "{lines:?}");
 }
 
 #[test]

@@ -186,14 +186,31 @@ fn spec_fields_and_hooks_survive() {
         poststop[0]["env"].is_array() && poststop[0]["timeout"].is_u64(),
         "{poststop:?}"
     );
-    // Everything else is as before, plus our devices, rules, env and hook.
-    let mut stripped = after.clone();
-    stripped["hooks"]
-        .as_object_mut()
+    // The simulated driver's CDI spec (driver = "auto"): its hooks, each
+    // with an explicit env, and its driver mounts from the driver root.
+    let created = after["hooks"]["createContainer"].as_array().unwrap();
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert!(created.iter().all(|h| h["env"].is_array()), "{created:?}");
+    let driver_root = sim.path("driver").display().to_string();
+    let from_driver = |m: &Value| m["source"].as_str().unwrap_or("").starts_with(&driver_root);
+    let driver_mounts = after["mounts"]
+        .as_array()
         .unwrap()
-        .remove("poststop");
+        .iter()
+        .filter(|m| from_driver(m))
+        .count();
+    assert_eq!(driver_mounts, 4, "{:?}", after["mounts"]);
+    // Everything else is as before, plus our devices, rules, env and hooks.
+    let mut stripped = after.clone();
+    let hooks = stripped["hooks"].as_object_mut().unwrap();
+    hooks.remove("poststop");
+    hooks.remove("createContainer");
+    stripped["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| !from_driver(m));
     let devs = stripped["linux"]["devices"].as_array().unwrap().len();
-    assert_eq!(devs, 6);
+    assert_eq!(devs, 7, "the plan's six and the driver's nvidia-modeset");
     stripped["linux"].as_object_mut().unwrap().remove("devices");
     let rules = stripped["linux"]["resources"]["devices"]
         .as_array_mut()

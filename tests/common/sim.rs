@@ -133,8 +133,20 @@ pub fn probe_lines(out: &str) -> Vec<String> {
 }
 
 /// The PROBE lines for a MIG device on GPU `minor` with cap minors `g`, `c`:
-/// each node present and opening with ENXIO.
+/// each node present and opening with ENXIO, `nvidia-modeset` among them (a
+/// common node of the simulated driver's CDI spec, which `driver = "auto"`
+/// applies in the shim and the precreate hook).
 pub fn expected_nodes(minor: u32, g: u32, c: u32) -> Vec<String> {
+    let mut v = expected_plan_nodes(minor, g, c);
+    let p = "/dev/nvidia-modeset";
+    v.push(format!("{p}: cat: can't open '{p}': {ENXIO}"));
+    v.sort();
+    v
+}
+
+/// As [`expected_nodes`], without the driver's common nodes: what the plan
+/// alone gives (the createRuntime hook, which cannot add the driver).
+pub fn expected_plan_nodes(minor: u32, g: u32, c: u32) -> Vec<String> {
     let mut v: Vec<String> = [
         format!("/dev/nvidia{minor}"),
         format!("/dev/nvidia-caps/nvidia-cap{g}"),

@@ -321,19 +321,57 @@ fn check_gpu_instances(nvml: &Nvml) {
 }
 
 /// Without the variable, the topology comes from `topology.toml` beside the
-/// library, as `migward simulate` lays it out.
+/// library, as `migward simulate` lays it out, and the fake behaves like a
+/// driver: it shows only the GPUs and MIG devices whose nodes this process
+/// may open, under `dev-root` beside it (else `/dev`, as in a container).
 fn check_topology_beside_library(dir: &Path, lib_path: &Path) {
     std::env::remove_var(TOPOLOGY_ENV);
-    let nvml_dir = dir.join("nvml");
-    std::fs::create_dir(&nvml_dir).unwrap();
-    let copy = nvml_dir.join("libnvidia-ml.so.1");
-    std::fs::copy(lib_path, &copy).unwrap();
+    let copy_in = |name: &str, topology: &str, dev_root: Option<&Path>| {
+        let nvml_dir = dir.join(name);
+        std::fs::create_dir(&nvml_dir).unwrap();
+        let copy = nvml_dir.join("libnvidia-ml.so.1");
+        std::fs::copy(lib_path, &copy).unwrap();
+        std::fs::write(nvml_dir.join("topology.toml"), topology).unwrap();
+        if let Some(root) = dev_root {
+            std::fs::write(nvml_dir.join("dev-root"), root.display().to_string()).unwrap();
+        }
+        copy
+    };
     let one_h100 = "[[gpu]]\nmodel = \"H100-80GB\"\n";
-    std::fs::write(nvml_dir.join("topology.toml"), one_h100).unwrap();
+    let host = dir.join("host");
+    let topology = migward::topology::Topology::parse(one_h100, "test").unwrap();
+    migward::simulate::write_host_tree(&topology, &host).unwrap();
+    let copy = copy_in("nvml", one_h100, Some(&host.join("dev")));
     let nvml = init(&copy).expect("init from topology.toml beside the library");
     assert_eq!(nvml.device_count().unwrap(), 1);
     let name = nvml.device_by_index(0).unwrap().name().unwrap();
     assert_eq!(name, "NVIDIA H100 80GB HBM3");
+    drop(nvml);
+
+    // No node to open: no GPU, as in a container that was given none.
+    let empty = dir.join("empty-dev");
+    std::fs::create_dir(&empty).unwrap();
+    let nvml = init(&copy_in("bare", one_h100, Some(&empty))).unwrap();
+    assert_eq!(nvml.device_count().unwrap(), 0);
+    drop(nvml);
+
+    // Seven 1g instances; without the CI cap of the third, six MIG devices,
+    // numbered from 0 without a gap.
+    let seven = migward::topology::source_text("h100-7x1g").unwrap();
+    let topology = migward::topology::Topology::parse(&seven, "h100-7x1g").unwrap();
+    let host = dir.join("host7");
+    migward::simulate::write_host_tree(&topology, &host).unwrap();
+    let third = &topology.gpus[0].instances[2];
+    let ci_cap = 3 + 9 * third.gi + 1 + third.compute_instances[0].ci;
+    std::fs::remove_file(host.join(format!("dev/nvidia-caps/nvidia-cap{ci_cap}"))).unwrap();
+    let nvml = init(&copy_in("six", &seven, Some(&host.join("dev")))).unwrap();
+    let gpu = nvml.device_by_index(0).unwrap();
+    let uuids: Vec<String> = (0..7)
+        .filter_map(|j| gpu.mig_device_by_index(j).ok())
+        .map(|m| m.uuid().unwrap())
+        .collect();
+    assert_eq!(uuids.len(), 6, "{uuids:?}");
+    assert!(!uuids.contains(&third.compute_instances[0].uuid));
 }
 
 /// A layout no GPU could have, or no topology at all: init fails with
