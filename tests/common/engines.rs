@@ -306,7 +306,7 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
     tar
 }
 
-fn tar_dir(src: &Path, out: &Path) {
+pub fn tar_dir(src: &Path, out: &Path) {
     let o = output(
         Command::new(require("tar"))
             .arg("--numeric-owner")

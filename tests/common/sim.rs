@@ -174,3 +174,93 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
+
+/// A container command that lists what NVML shows it (the simulated
+/// `nvidia-smi -L`, placed in the rootfs by [`add_nvml_probe`]), the driver
+/// files it was given, and its `NVIDIA_VISIBLE_DEVICES`.
+pub const NVML_PROBE: &str = r#"nvml-probe; echo "probe-exit=$?"; for f in /usr/lib/x86_64-linux-gnu/lib*; do [ -e "$f" ] && echo "driver-file $f"; done; echo "NVD=$NVIDIA_VISIBLE_DEVICES"; echo probe-done"#;
+
+/// The nvidia-smi stand-in cargo builds next to the binary (package
+/// `sim-driver`): the probe that loads NVML through the dynamic loader.
+pub fn nvml_probe_bin() -> PathBuf {
+    let bin = Path::new(MIGWARD).with_file_name("sim-nvidia-smi");
+    assert!(
+        bin.is_file(),
+        "{} is missing: cargo build --workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// Puts the NVML probe at `/usr/local/bin/nvml-probe` in `rootfs`, with
+/// the C libraries it and the driver's libraries need (the dynamic loader,
+/// libc, libgcc_s), copied from the host. The driver's own files are not
+/// in the image: they come with the grant.
+pub fn add_nvml_probe(rootfs: &Path) {
+    let probe = nvml_probe_bin();
+    let mut libs = std::collections::BTreeSet::new();
+    for bin in [probe.clone(), fake_nvml()] {
+        let out = Command::new("ldd").arg(&bin).output().expect("ldd");
+        assert!(out.status.success(), "ldd {}", bin.display());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or
+            // `/lib64/ld-linux-x86-64.so.2 (0x…)`.
+            let path = line.split("=>").last().unwrap_or("").trim();
+            let path = path.split(" (").next().unwrap_or("").trim();
+            if path.starts_with('/') {
+                libs.insert(PathBuf::from(path));
+            }
+        }
+    }
+    assert!(libs.len() >= 2, "ldd found the loader and libc: {libs:?}");
+    for lib in libs.iter().map(|l| l.as_path()).chain([probe.as_path()]) {
+        let to = if lib == probe {
+            rootfs.join("usr/local/bin/nvml-probe")
+        } else {
+            rootfs.join(lib.strip_prefix("/").unwrap())
+        };
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));
+    }
+}
+
+/// What [`NVML_PROBE`] printed.
+#[derive(Debug, Default, PartialEq)]
+pub struct NvmlSeen {
+    /// The UUIDs of the GPUs and MIG devices NVML listed.
+    pub gpus: Vec<String>,
+    pub migs: Vec<String>,
+    /// The probe's exit code (12: libnvidia-ml.so.1 could not be loaded).
+    pub exit: i32,
+    /// `Driver Version: … CUDA Version: …`, when NVML loaded.
+    pub header: Option<String>,
+    /// The driver libraries present in the container.
+    pub driver_files: Vec<String>,
+    pub visible: String,
+}
+
+pub fn nvml_seen(out: &str) -> NvmlSeen {
+    assert!(out.contains("probe-done"), "probe did not finish: {out}");
+    let uuid = |l: &str| {
+        l.split("(UUID: ")
+            .nth(1)
+            .map(|r| r.trim_end_matches(')').to_string())
+    };
+    let mut seen = NvmlSeen::default();
+    for l in out.lines() {
+        if l.starts_with("GPU ") {
+            seen.gpus.extend(uuid(l));
+        } else if l.trim_start().starts_with("MIG ") {
+            seen.migs.extend(uuid(l));
+        } else if let Some(code) = l.strip_prefix("probe-exit=") {
+            seen.exit = code.parse().unwrap();
+        } else if l.starts_with("Driver Version:") {
+            seen.header = Some(l.to_string());
+        } else if let Some(f) = l.strip_prefix("driver-file ") {
+            seen.driver_files.push(f.to_string());
+        } else if let Some(v) = l.strip_prefix("NVD=") {
+            seen.visible = v.to_string();
+        }
+    }
+    seen
+}
