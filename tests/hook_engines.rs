@@ -521,3 +521,50 @@ fn podman_precreate_picks_a_free_instance_for_a_profile() {
     );
     assert_eq!(sim.leases(), Vec::<Value>::new());
 }
+
+/// The hook front end and the driver: `precreate` edits the spec before
+/// the container exists, so the driver's files come with the grant; the
+/// `createRuntime` hook alone cannot add mounts to a live container, so the
+/// container gets its nodes and no driver (CDI in the engine, or precreate,
+/// is the way there; README).
+#[test]
+fn podman_precreate_gives_the_driver_and_create_runtime_alone_cannot() {
+    use common::sim::{add_nvml_probe, nvml_seen, NVML_PROBE};
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let uuid = sim.mig_uuid(1, 3);
+    let gpu1 = sim.list()["gpus"][1]["uuid"].as_str().unwrap().to_string();
+    let env = format!("CUDA_VISIBLE_DEVICES={uuid}");
+    let cases: [(&str, &[&str]); 2] = [
+        ("precreate", &["oci-migward-precreate.json"]),
+        (
+            "create-runtime",
+            &["oci-migward-env.json", "oci-migward-poststop.json"],
+        ),
+    ];
+    for (name, files) in cases {
+        // A rootfs each: runc leaves the mountpoints of the driver's files
+        // (and the hook's links) in a `--rootfs` directory.
+        let rootfs = engines::busybox_rootfs(&sim.path(&format!("rf-{name}")));
+        add_nvml_probe(&rootfs);
+        let hooks = hooks_dir(&sim, files);
+        let podman = Podman::new(&sim.path(&format!("p-{name}"))).with_hooks_dir(&hooks);
+        let out = podman.run_rootfs(&rootfs, &["--env", &env], &["sh", "-c", NVML_PROBE]);
+        let seen = nvml_seen(&engines::expect_success(&out, name));
+        if name == "precreate" {
+            assert_eq!(
+                (seen.exit, &seen.gpus, &seen.migs),
+                (0, &vec![gpu1.clone()], &vec![uuid.clone()]),
+                "{seen:?}"
+            );
+        } else {
+            assert_eq!(
+                seen.exit, 12,
+                "no driver files from the createRuntime hook: {seen:?}"
+            );
+            assert!(seen.driver_files.is_empty(), "{seen:?}");
+        }
+        std::fs::remove_dir_all(&hooks).unwrap();
+        assert!(sim.leases().is_empty(), "{name}: released");
+    }
+}
