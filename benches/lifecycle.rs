@@ -180,9 +180,18 @@ fn main() {
     let shm = &dir;
     let config_path = d.join("bench.toml");
     let sim_config = std::fs::read_to_string(d.join("sim/config.toml")).unwrap();
+    let with_state = config_with(&sim_config, "state_dir", &shm.path().join("state"));
+    // The MIG path as before the driver: nodes, rules, env, lease.
     std::fs::write(
         &config_path,
-        config_with(&sim_config, "state_dir", &shm.path().join("state")),
+        config_with(&with_state, "driver", Path::new("none")),
+    )
+    .unwrap();
+    // The MIG path with the driver's files from the simulated CDI spec.
+    let driver_config = d.join("bench-driver.toml");
+    std::fs::write(
+        &driver_config,
+        config_with(&with_state, "driver", Path::new("cdi")),
     )
     .unwrap();
     let config = Config::load(Some(&config_path)).unwrap();
@@ -227,30 +236,58 @@ fn main() {
         }
         std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     }
+    // The same spec with the CDI spec's common edits by hand as well: what
+    // runc pays for the driver's mounts and hooks itself.
+    let byhand_driver = bundle(
+        d,
+        "byhand-driver",
+        &rootfs,
+        &[format!("NVIDIA_VISIBLE_DEVICES={uuid}")],
+    );
+    {
+        let edits = migward::driver::cdi::read(&d.join("sim/cdi/nvidia.yaml"))
+            .unwrap()
+            .unwrap();
+        let mut cfg: Value =
+            serde_json::from_slice(&std::fs::read(byhand.join("config.json")).unwrap()).unwrap();
+        let majors = migward::request::NodeMajors {
+            nvidia: 195,
+            caps: Some(migward::simulate::CAPS_MAJOR),
+        };
+        migward::driver::apply_cdi(&mut cfg, &edits, &config.host_root, majors, &mut |w| {
+            panic!("{w}")
+        });
+        let path = byhand_driver.join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
     let root = d.join("runc");
 
     // 1. Full lifecycle, interleaved.
     let names = [
         "runc run (plain)",
         "migward-runtime run, no GPU request (pass-through)",
-        "migward-runtime run, MIG request",
+        "migward-runtime run, MIG request (driver = none)",
         "runc run, same nodes and rules by hand",
+        "migward-runtime run, MIG request, driver from the CDI spec",
+        "runc run, same nodes, rules and CDI driver edits by hand",
     ];
-    let mut life: Vec<Stats> = (0..4).map(|_| Stats::new()).collect();
+    let mut life: Vec<Stats> = (0..names.len()).map(|_| Stats::new()).collect();
     for i in 0..runs {
         for (v, stats) in life.iter_mut().enumerate() {
             let id = format!("b{v}-{i}");
             let (bin, b): (&Path, &Path) = match v {
                 0 => (Path::new("runc"), &plain),
                 1 => (&shim, &plain),
-                2 => {
+                2 | 4 => {
                     std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
                     (&shim, &mig)
                 }
-                _ => (Path::new("runc"), &byhand),
+                3 => (Path::new("runc"), &byhand),
+                _ => (Path::new("runc"), &byhand_driver),
             };
+            let config = if v == 4 { &driver_config } else { &config_path };
             let mut cmd = Command::new(bin);
-            cmd.env("MIGWARD_CONFIG", &config_path)
+            cmd.env("MIGWARD_CONFIG", config)
                 .arg("--root")
                 .arg(&root)
                 .args(["run", "--bundle"])
@@ -279,8 +316,10 @@ fn main() {
         );
     }
     println!(
-        "\nPaired difference: the median over rounds of (variant - runc) in the same round. MIG request vs the same devices by hand: {:+.2} ms.\n",
-        paired_ms(&life[2], &life[3])
+        "\nPaired difference: the median over rounds of (variant - runc) in the same round. MIG request vs the same devices by hand: {:+.2} ms. With the driver from the CDI spec, vs the same spec edited by hand: {:+.2} ms. What the driver's mounts and hooks cost runc itself (by hand with vs without them): {:+.2} ms.\n",
+        paired_ms(&life[2], &life[3]),
+        paired_ms(&life[4], &life[5]),
+        paired_ms(&life[5], &life[3])
     );
 
     // 1b. migward's own cost, isolated: the shim with `/bin/true` as the
@@ -294,7 +333,16 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut own: Vec<Stats> = (0..3).map(|_| Stats::new()).collect();
+    let true_driver = d.join("true-driver.toml");
+    std::fs::write(
+        &true_driver,
+        format!(
+            "{}runtime = \"/bin/true\"\n",
+            std::fs::read_to_string(&driver_config).unwrap()
+        ),
+    )
+    .unwrap();
+    let mut own: Vec<Stats> = (0..4).map(|_| Stats::new()).collect();
     for i in 0..runs * 3 {
         own[0].samples.push(timed(
             Command::new("/bin/true")
@@ -320,6 +368,19 @@ fn main() {
         Store::new(&config.state_dir)
             .release(&format!("m{i}"))
             .unwrap();
+        std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
+        let mut with_driver = Command::new(&shim);
+        with_driver
+            .env("MIGWARD_CONFIG", &true_driver)
+            .args(["create", "--bundle"])
+            .arg(&mig)
+            .arg(format!("d{i}"));
+        own[3]
+            .samples
+            .push(timed(&mut with_driver, "shim MIG + driver"));
+        Store::new(&config.state_dir)
+            .release(&format!("d{i}"))
+            .unwrap();
     }
     println!(
         "## migward's own cost in `create` (lower runtime `/bin/true`), {} interleaved runs each\n",
@@ -333,6 +394,7 @@ fn main() {
         "`/bin/true` (stands in for runc)",
         "shim, no GPU request",
         "shim, MIG request (plan, lease, spec write)",
+        "shim, MIG request, driver from the CDI spec (read, check, apply)",
     ]
     .iter()
     .zip(&own)
