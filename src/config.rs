@@ -29,9 +29,9 @@ pub enum EngineDevices {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DriverMode {
-    /// `cdi` when a CDI spec of kind `nvidia.com/gpu` exists, else
-    /// `nvidia-runtime` when the runtime below is NVIDIA's, else `none`
-    /// with a warning (default).
+    /// `nvidia-runtime` when the runtime below is NVIDIA's, else `cdi` when
+    /// a CDI spec of kind `nvidia.com/gpu` exists, else `none` with a
+    /// warning (default).
     Auto,
     /// The common edits of NVIDIA's CDI spec (mounts, hooks, env, common
     /// nodes); the device nodes come from migward's plan.
@@ -122,6 +122,15 @@ impl Config {
             path: path.to_path_buf(),
             message: e.message().trim().replace('\n', " "),
         })?;
+        if let Some(dir) = config.cdi_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cdi_dirs entry {:?} is relative: it would be looked up from wherever the runtime runs (often the bundle); give an absolute path such as \"/etc/cdi\"",
+                    dir.display().to_string()
+                ),
+            });
+        }
         if config.annotation.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -189,6 +198,7 @@ mod tests {
             ("exclusive = \"gpu\"", "unknown variant `gpu`"),
             ("engine_devices = \"keep\"", "unknown variant `keep`"),
             ("driver = \"nvidia\"", "unknown variant `nvidia`"),
+            ("cdi_dirs = [\"cdi\"]", "cdi_dirs entry \"cdi\" is relative"),
             ("allow_privileged = \"yes\"", "invalid type"),
             ("annotation = \" \"", "annotation must not be empty"),
         ];

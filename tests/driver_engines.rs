@@ -297,7 +297,11 @@ fn podman_cdi_device_through_the_shim_gets_the_driver_once() {
     }
     std::fs::create_dir_all("/etc/cdi").unwrap();
     let file = Removed(Path::new("/etc/cdi").join(format!("{vendor}.yaml")));
-    std::fs::write(&file.0, text).unwrap();
+    // Written whole under another name, then renamed: podman in a
+    // parallel test must never read half a spec.
+    let tmp = file.0.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &file.0).unwrap();
 
     let wrapper = sim.path("migward-runc");
     write_script(

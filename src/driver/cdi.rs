@@ -34,6 +34,14 @@ pub enum CdiError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Larger files are read only this far (NVIDIA's spec for 8 GPUs with 7
+/// MIG devices each is well under 1 MiB).
+const MAX_SPEC_BYTES: u64 = 16 << 20;
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// One edit of a spec's common `containerEdits`, as OCI JSON values.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommonEdits {
@@ -87,17 +95,41 @@ pub fn read(path: &Path) -> Result<Option<CommonEdits>, CdiError> {
         path: path.to_path_buf(),
         source,
     };
+    // A dangling link, a directory or a FIFO is no spec (and opening a
+    // FIFO would block).
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    }
     // Checked on the open file, so what is checked is what is read.
-    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if !meta.is_file() {
         return Ok(None);
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SPEC_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     // JSON is YAML: one parser reads both.
-    let Ok(raw) = serde_yaml::from_slice::<serde_yaml::Value>(&bytes) else {
-        return Ok(None); // not ours to judge, unless it says it is ours
+    let raw = match serde_yaml::from_slice::<serde_yaml::Value>(&bytes) {
+        Ok(raw) => raw,
+        // Not ours to judge, unless it names our kind: a broken NVIDIA
+        // spec must not pass for "no spec".
+        Err(e) if contains(&bytes, NVIDIA_KIND.as_bytes()) => {
+            return Err(CdiError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string().replace('\n', " "),
+            })
+        }
+        Err(_) => return Ok(None),
     };
     if raw.get("kind").and_then(serde_yaml::Value::as_str) != Some(NVIDIA_KIND) {
         return Ok(None);

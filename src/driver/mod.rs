@@ -75,10 +75,13 @@ pub fn choose(config: &Config) -> Result<Driver, DriverError> {
             None => Err(DriverError::NoCdiSpec { dirs: dirs() }),
         },
         DriverMode::Auto => {
-            if let Some(edits) = cdi::find(&config.cdi_dirs)? {
-                Ok(Driver::Cdi(edits))
-            } else if is_nvidia_runtime(&config.runtime) {
+            // NVIDIA's runtime below injects the driver itself (from the same
+            // CDI spec, where there is one): adding it here too would mount
+            // and hook everything twice.
+            if is_nvidia_runtime(&config.runtime) {
                 Ok(Driver::NvidiaRuntime)
+            } else if let Some(edits) = cdi::find(&config.cdi_dirs)? {
+                Ok(Driver::Cdi(edits))
             } else {
                 Ok(Driver::None {
                     warning: Some(format!(

@@ -158,6 +158,11 @@ fn an_unsafe_or_invalid_spec_is_refused_naming_the_file() {
             NVIDIA_YAML.replace("hookName: createContainer", "hookName: beforeEverything"),
             "invalid hook name",
         ),
+        (
+            // A broken file that names our kind is not "no spec".
+            NVIDIA_YAML.replace("devices:\n- name:", "devices:\n- {name:"),
+            "did not find expected",
+        ),
     ];
     for (text, want) in cases {
         let path = write(tmp.path(), "nvidia.yaml", &text, 0o644);
@@ -294,7 +299,7 @@ fn a_common_node_missing_on_the_host_is_skipped_with_a_warning() {
 }
 
 #[test]
-fn auto_picks_cdi_then_nvidia_runtime_then_none_with_a_warning() {
+fn auto_picks_nvidia_runtime_then_cdi_then_none_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = Config {
         cdi_dirs: vec![tmp.path().join("cdi")],
@@ -309,6 +314,7 @@ fn auto_picks_cdi_then_nvidia_runtime_then_none_with_a_warning() {
     );
     config.runtime = "/usr/bin/nvidia-container-runtime".into();
     assert_eq!(choose(&config).unwrap(), Driver::NvidiaRuntime);
+    config.runtime = "runc".into();
     config.driver = DriverMode::None;
     assert_eq!(choose(&config).unwrap(), Driver::None { warning: None });
     config.driver = DriverMode::Cdi;
@@ -329,7 +335,10 @@ fn auto_picks_cdi_then_nvidia_runtime_then_none_with_a_warning() {
         config.driver = DriverMode::Auto;
         assert!(
             matches!(choose(&config).unwrap(), Driver::Cdi(_)),
-            "auto prefers a spec"
+            "auto applies a spec"
         );
+        // NVIDIA's runtime below injects from the spec itself: not twice.
+        config.runtime = "nvidia-container-runtime".into();
+        assert_eq!(choose(&config).unwrap(), Driver::NvidiaRuntime);
     }
 }
