@@ -9,7 +9,7 @@ use common::engines::{self, load_config, save_config, Dockerd};
 use common::runc::Host;
 use common::sim::{
     add_nvml_probe, expected_nodes, nvml_seen, probe_lines, shim_link, write_script, NvmlSeen, Sim,
-    MIGWARD, NVML_PROBE, PROBE,
+    NVML_PROBE, PROBE,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -303,14 +303,7 @@ fn podman_cdi_device_through_the_shim_gets_the_driver_once() {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &file.0).unwrap();
 
-    let wrapper = sim.path("migward-runc");
-    write_script(
-        &wrapper,
-        &format!(
-            "exec {MIGWARD} runtime --migward-config {} \"$@\"",
-            sim.config().display()
-        ),
-    );
+    let wrapper = sim.runtime_wrapper();
     let podman = engines::Podman::new(&sim.path("p")).with_runtime(&wrapper);
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
     add_nvml_probe(&rootfs);

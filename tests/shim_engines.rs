@@ -3,7 +3,7 @@
 mod common;
 
 use common::engines::{self, Containerd, Dockerd};
-use common::sim::{expected_nodes, probe_lines, shim_link, write_script, Sim, MIGWARD, PROBE};
+use common::sim::{expected_nodes, probe_lines, shim_link, write_script, Sim, PROBE};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -157,14 +157,7 @@ fn containerd_ctr_run_gets_its_instance() {
     // ctr has no way to pass runtime args: a one-line wrapper gives the
     // config path, as a node's /usr/bin/migward-runtime would read the
     // default /etc/migward/config.toml.
-    let wrapper = sim.path("migward-runc");
-    write_script(
-        &wrapper,
-        &format!(
-            "exec {MIGWARD} runtime --migward-config {} \"$@\"",
-            sim.config().display()
-        ),
-    );
+    let wrapper = sim.runtime_wrapper();
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
     let uuid = sim.mig_uuid(0, 3);
     let env = format!("CUDA_VISIBLE_DEVICES={uuid}");
@@ -227,14 +220,7 @@ fn docker_holder_blocks_until_killed_and_removed() {
 /// wrapper names the config, as a node's /usr/bin/migward-runtime would read
 /// /etc/migward/config.toml.
 fn podman_shim(sim: &Sim) -> engines::Podman {
-    let wrapper = sim.path("migward-runc");
-    write_script(
-        &wrapper,
-        &format!(
-            "exec {MIGWARD} runtime --migward-config {} \"$@\"",
-            sim.config().display()
-        ),
-    );
+    let wrapper = sim.runtime_wrapper();
     engines::Podman::new(&sim.path("p")).with_runtime(&wrapper)
 }
 

@@ -97,6 +97,21 @@ impl Sim {
     }
 
     /// UUID of MIG device `mig` of GPU `gpu`, from `list --json`.
+    /// A one-line wrapper that runs the shim with this host's config, for
+    /// engines that cannot pass runtime args (ctr, podman `--runtime`), as
+    /// a node's `/usr/bin/migward-runtime` reads the default config.
+    pub fn runtime_wrapper(&self) -> PathBuf {
+        let wrapper = self.path("migward-runc");
+        write_script(
+            &wrapper,
+            &format!(
+                "exec {MIGWARD} runtime --migward-config {} \"$@\"",
+                self.config().display()
+            ),
+        );
+        wrapper
+    }
+
     pub fn mig_uuid(&self, gpu: usize, mig: usize) -> String {
         self.list()["gpus"][gpu]["mig_devices"][mig]["uuid"]
             .as_str()
