@@ -324,24 +324,14 @@ fn main() {
 
     // 1b. migward's own cost, isolated: the shim with `/bin/true` as the
     //     lower runtime against `/bin/true` itself, so runc's noise drops out.
-    let true_only = d.join("true-only.toml");
-    std::fs::write(
-        &true_only,
-        format!(
-            "{}runtime = \"/bin/true\"\n",
-            std::fs::read_to_string(&config_path).unwrap()
-        ),
-    )
-    .unwrap();
-    let true_driver = d.join("true-driver.toml");
-    std::fs::write(
-        &true_driver,
-        format!(
-            "{}runtime = \"/bin/true\"\n",
-            std::fs::read_to_string(&driver_config).unwrap()
-        ),
-    )
-    .unwrap();
+    let with_true = |from: &Path, name: &str| {
+        let path = d.join(name);
+        let base = std::fs::read_to_string(from).unwrap();
+        std::fs::write(&path, format!("{base}runtime = \"/bin/true\"\n")).unwrap();
+        path
+    };
+    let true_only = with_true(&config_path, "true-only.toml");
+    let true_driver = with_true(&driver_config, "true-driver.toml");
     let mut own: Vec<Stats> = (0..4).map(|_| Stats::new()).collect();
     for i in 0..runs * 3 {
         own[0].samples.push(timed(
@@ -357,30 +347,21 @@ fn main() {
             .arg(&plain)
             .arg(format!("p{i}"));
         own[1].samples.push(timed(&mut pass, "shim pass-through"));
-        std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
-        let mut with_mig = Command::new(&shim);
-        with_mig
-            .env("MIGWARD_CONFIG", &true_only)
-            .args(["create", "--bundle"])
-            .arg(&mig)
-            .arg(format!("m{i}"));
-        own[2].samples.push(timed(&mut with_mig, "shim MIG"));
-        Store::new(&config.state_dir)
-            .release(&format!("m{i}"))
-            .unwrap();
-        std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
-        let mut with_driver = Command::new(&shim);
-        with_driver
-            .env("MIGWARD_CONFIG", &true_driver)
-            .args(["create", "--bundle"])
-            .arg(&mig)
-            .arg(format!("d{i}"));
-        own[3]
-            .samples
-            .push(timed(&mut with_driver, "shim MIG + driver"));
-        Store::new(&config.state_dir)
-            .release(&format!("d{i}"))
-            .unwrap();
+        // The MIG path without, then with, the driver from the CDI spec.
+        for (v, cfg, id) in [
+            (2, &true_only, format!("m{i}")),
+            (3, &true_driver, format!("d{i}")),
+        ] {
+            std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
+            let mut with_mig = Command::new(&shim);
+            with_mig
+                .env("MIGWARD_CONFIG", cfg)
+                .args(["create", "--bundle"])
+                .arg(&mig)
+                .arg(&id);
+            own[v].samples.push(timed(&mut with_mig, "shim MIG create"));
+            Store::new(&config.state_dir).release(&id).unwrap();
+        }
     }
     println!(
         "## migward's own cost in `create` (lower runtime `/bin/true`), {} interleaved runs each\n",

@@ -61,14 +61,21 @@ pub enum SimulateError {
     NoDriverFile { file: String, exe: PathBuf },
 }
 
-/// The `mig-minors` table the driver exposes: 32 GPUs × GI 0..14 × CI 0..7,
-/// `G = 3 + 135*gpu + 9*gi`, `C = G + 1 + ci` (DESIGN.md). Only fixtures use
-/// the formula; migward itself reads the file.
+/// The minor of the GI capability node of GPU instance `gi` on GPU minor
+/// `gpu` in the driver's table: `G = 3 + 135*gpu + 9*gi`; its CI `ci` has
+/// `C = G + 1 + ci` (DESIGN.md). Only the simulation and the fake driver use
+/// the formula; migward itself reads `mig-minors`.
+pub fn gi_cap_minor(gpu: u32, gi: u32) -> u32 {
+    3 + 135 * gpu + 9 * gi
+}
+
+/// The `mig-minors` table the driver exposes: 32 GPUs × GI 0..14 × CI 0..7
+/// (see [`gi_cap_minor`]).
 pub fn mig_minors_text() -> String {
     let mut out = String::from("config 1\nmonitor 2\n");
     for gpu in 0..32u32 {
         for gi in 0..15u32 {
-            let g = 3 + 135 * gpu + 9 * gi;
+            let g = gi_cap_minor(gpu, gi);
             let _ = writeln!(out, "gpu{gpu}/gi{gi}/access {g}");
             for ci in 0..8u32 {
                 let _ = writeln!(out, "gpu{gpu}/gi{gi}/ci{ci}/access {}", g + 1 + ci);
@@ -183,7 +190,7 @@ pub fn write_host_tree(topo: &Topology, root: &Path) -> Result<(), SimulateError
             0o666,
         )?;
         for gi in &gpu.instances {
-            let g = 3 + 135 * gpu.minor + 9 * gi.gi;
+            let g = gi_cap_minor(gpu.minor, gi.gi);
             let gi_dir = caps_dir.join(format!("gpu{}/mig/gi{}", gpu.minor, gi.gi));
             w.file(&gi_dir.join("access"), &cap_access(g))?;
             w.node(
@@ -303,7 +310,7 @@ fn write_driver(
             .iter()
             .flat_map(|gi| gi.compute_instances.iter().map(move |ci| (gi, ci)));
         for (j, (gi, ci)) in migs.enumerate() {
-            let g = 3 + 135 * gpu.minor + 9 * gi.gi;
+            let g = gi_cap_minor(gpu.minor, gi.gi);
             let nodes = [
                 gpu_node.clone(),
                 node(format!("/dev/nvidia-caps/nvidia-cap{g}")),

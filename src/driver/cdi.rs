@@ -95,22 +95,21 @@ pub fn read(path: &Path) -> Result<Option<CommonEdits>, CdiError> {
         path: path.to_path_buf(),
         source,
     };
-    // A dangling link, a directory or a FIFO is no spec (and opening a
-    // FIFO would block).
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_err(e)),
-    }
     // Checked on the open file, so what is checked is what is read.
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
+    let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(read_err)?;
+    {
+        Ok(f) => f,
+        // A dangling link is no spec.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
     let meta = file.metadata().map_err(read_err)?;
+    // Nor is a directory or a FIFO.
     if !meta.is_file() {
         return Ok(None);
     }

@@ -144,6 +144,9 @@ pub fn apply_cdi(
                 "path": path, "type": node.kind, "major": node.major, "minor": node.minor,
                 "fileMode": node.mode, "uid": 0, "gid": 0,
             }),
+        );
+        edit::add_rule(
+            spec,
             json!({
                 "allow": true, "type": node.kind, "major": node.major, "minor": node.minor,
                 "access": node.access,

@@ -150,44 +150,33 @@ pub fn void_visible_devices(spec: &mut Value) -> bool {
 /// Adds the plan's nodes, allow rules and env. Idempotent: a node path or
 /// rule already present is not added twice, env entries are replaced.
 pub fn apply_plan(spec: &mut Value, plan: &Plan) {
-    let linux = object_at(spec, "linux");
-    let devices = array_at(linux, "devices");
     for d in &plan.devices {
-        let entry = json!({
-            "path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
-            "fileMode": d.mode, "uid": 0, "gid": 0,
-        });
-        devices.retain(|e| e.get("path").and_then(Value::as_str) != Some(d.path.as_str()));
-        devices.push(entry);
+        add_device(
+            spec,
+            json!({
+                "path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
+                "fileMode": d.mode, "uid": 0, "gid": 0,
+            }),
+        );
     }
-    let resources = linux.entry("resources").or_insert_with(|| json!({}));
-    if !resources.is_object() {
-        *resources = json!({});
-    }
-    let rules = array_at(resources.as_object_mut().expect("object"), "devices");
     for r in &plan.rules {
-        let rule = json!({"allow": true, "type": r.kind, "major": r.major, "minor": r.minor, "access": r.access});
-        if !rules.contains(&rule) {
-            rules.push(rule);
-        }
+        add_rule(
+            spec,
+            json!({"allow": true, "type": r.kind, "major": r.major, "minor": r.minor, "access": r.access}),
+        );
     }
-    let process = object_at(spec, "process");
-    let env = array_at(process, "env");
     for (k, v) in &plan.env {
-        let prefix = format!("{k}=");
-        env.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&prefix)));
-        env.push(json!(format!("{k}={v}")));
+        set_env(spec, k, v);
     }
 }
 
-/// Sets `key=value` in `process.env`: the first entry of that key is
-/// replaced in place and any others removed, so the key appears once.
+/// Sets `key=value` in `process.env`, last, and removes every other entry
+/// of that key, so the key appears once.
 pub fn set_env(spec: &mut Value, key: &str, value: &str) {
     let env = array_at(object_at(spec, "process"), "env");
     let prefix = format!("{key}=");
-    put_once(env, json!(format!("{key}={value}")), |e| {
-        e.as_str().is_some_and(|s| s.starts_with(&prefix))
-    });
+    env.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&prefix)));
+    env.push(json!(format!("{key}={value}")));
 }
 
 /// Puts `value` where the first entry matching `same` is and drops the
@@ -234,13 +223,17 @@ pub fn replace_hook(spec: &mut Value, stage: &str, hook: Value) {
     });
 }
 
-/// Adds a device node (replacing one at the same path) and its allow rule
-/// (unless present).
-pub fn add_device(spec: &mut Value, device: Value, rule: Value) {
-    let linux = object_at(spec, "linux");
-    let devices = array_at(linux, "devices");
+/// Adds a device node to `linux.devices`, last, replacing one at the same
+/// path.
+pub fn add_device(spec: &mut Value, device: Value) {
+    let devices = array_at(object_at(spec, "linux"), "devices");
     devices.retain(|d| d.get("path") != device.get("path"));
     devices.push(device);
+}
+
+/// Adds a device-cgroup rule to `linux.resources.devices` unless present.
+pub fn add_rule(spec: &mut Value, rule: Value) {
+    let linux = object_at(spec, "linux");
     let resources = linux.entry("resources").or_insert_with(|| json!({}));
     if !resources.is_object() {
         *resources = json!({});

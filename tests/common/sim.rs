@@ -7,15 +7,20 @@ use std::process::{Command, Output};
 
 pub const MIGWARD: &str = env!("CARGO_BIN_EXE_migward");
 
+/// `file` as cargo builds it next to the migward binary.
+fn beside_migward(file: &str) -> PathBuf {
+    let path = Path::new(MIGWARD).with_file_name(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
 /// The fake NVML cdylib cargo builds next to the binary.
 pub fn fake_nvml() -> PathBuf {
-    let lib = Path::new(MIGWARD).with_file_name("libnvidia_ml_fake.so");
-    assert!(
-        lib.is_file(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        lib.display()
-    );
-    lib
+    beside_migward("libnvidia_ml_fake.so")
 }
 
 pub struct Sim {
@@ -198,13 +203,7 @@ pub const NVML_PROBE: &str = r#"nvml-probe; echo "probe-exit=$?"; for f in /usr/
 /// The nvidia-smi stand-in cargo builds next to the binary (package
 /// `sim-driver`): the probe that loads NVML through the dynamic loader.
 pub fn nvml_probe_bin() -> PathBuf {
-    let bin = Path::new(MIGWARD).with_file_name("sim-nvidia-smi");
-    assert!(
-        bin.is_file(),
-        "{} is missing: cargo build --workspace",
-        bin.display()
-    );
-    bin
+    beside_migward("sim-nvidia-smi")
 }
 
 /// Puts the NVML probe at `/usr/local/bin/nvml-probe` in `rootfs`, with

@@ -114,8 +114,7 @@ fn may_open(path: &std::path::Path) -> bool {
 
 /// What a driver shows a process: a GPU whose `/dev/nvidia<minor>` it may
 /// open, and of it the MIG devices whose GI and CI capability nodes it may
-/// open too (minors by the driver's table: `G = 3 + 135*gpu + 9*gi`,
-/// `C = G + 1 + ci`). GPUs are numbered in the order they remain, as NVML
+/// open too (minors by the driver's table, `simulate::gi_cap_minor`). GPUs are numbered in the order they remain, as NVML
 /// numbers the GPUs a container sees.
 fn visible(mut topology: Topology, dev_root: &std::path::Path) -> Topology {
     topology
@@ -126,7 +125,7 @@ fn visible(mut topology: Topology, dev_root: &std::path::Path) -> Topology {
         let minor = gpu.minor;
         let cap = |m: u32| may_open(&dev_root.join(format!("nvidia-caps/nvidia-cap{m}")));
         gpu.instances.retain_mut(|gi| {
-            let g = 3 + 135 * minor + 9 * gi.gi;
+            let g = migward::simulate::gi_cap_minor(minor, gi.gi);
             if !cap(g) {
                 return false;
             }

@@ -362,7 +362,7 @@ fn check_topology_beside_library(dir: &Path, lib_path: &Path) {
     let host = dir.join("host7");
     migward::simulate::write_host_tree(&topology, &host).unwrap();
     let third = &topology.gpus[0].instances[2];
-    let ci_cap = 3 + 9 * third.gi + 1 + third.compute_instances[0].ci;
+    let ci_cap = migward::simulate::gi_cap_minor(0, third.gi) + 1 + third.compute_instances[0].ci;
     std::fs::remove_file(host.join(format!("dev/nvidia-caps/nvidia-cap{ci_cap}"))).unwrap();
     let nvml = init(&copy_in("six", &seven, Some(&host.join("dev")))).unwrap();
     let gpu = nvml.device_by_index(0).unwrap();

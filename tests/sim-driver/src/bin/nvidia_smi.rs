@@ -48,6 +48,12 @@ impl Lib {
         // SAFETY: the caller names the symbol's C signature as `F`, a fn pointer.
         (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
     }
+
+    /// As [`Lib::sym`], with a line naming a missing symbol.
+    fn need<F: Copy>(&self, name: &str) -> Result<F, String> {
+        self.sym(name)
+            .ok_or_else(|| format!("libnvidia-ml.so.1 has no {name}"))
+    }
 }
 
 type Init = unsafe extern "C" fn() -> Ret;
@@ -82,24 +88,22 @@ fn main() -> ExitCode {
             return ExitCode::from(12);
         }
     };
-    let need = |name: &str| {
-        nvml.sym::<*const c_void>(name)
-            .map(|_| ())
-            .ok_or_else(|| format!("libnvidia-ml.so.1 has no {name}"))
+    let required = || -> Result<(Init, Count, ByIndex, Text, Text), String> {
+        Ok((
+            nvml.need("nvmlInit_v2")?,
+            nvml.need("nvmlDeviceGetCount_v2")?,
+            nvml.need("nvmlDeviceGetHandleByIndex_v2")?,
+            nvml.need("nvmlDeviceGetName")?,
+            nvml.need("nvmlDeviceGetUUID")?,
+        ))
     };
-    for name in [
-        "nvmlInit_v2",
-        "nvmlDeviceGetCount_v2",
-        "nvmlDeviceGetHandleByIndex_v2",
-        "nvmlDeviceGetName",
-        "nvmlDeviceGetUUID",
-    ] {
-        if let Err(e) = need(name) {
+    let (init, count, by_index, name, uuid) = match required() {
+        Ok(syms) => syms,
+        Err(e) => {
             eprintln!("NVIDIA-SMI: {e}");
             return ExitCode::from(12);
         }
-    }
-    let init: Init = nvml.sym("nvmlInit_v2").unwrap();
+    };
     // SAFETY: NVML's C API, called per nvml.h.
     let rc = unsafe { init() };
     if rc != 0 {
@@ -131,10 +135,6 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "N/A".into());
         println!("Driver Version: {driver}    CUDA Version: {cuda}");
     }
-    let count: Count = nvml.sym("nvmlDeviceGetCount_v2").unwrap();
-    let by_index: ByIndex = nvml.sym("nvmlDeviceGetHandleByIndex_v2").unwrap();
-    let name: Text = nvml.sym("nvmlDeviceGetName").unwrap();
-    let uuid: Text = nvml.sym("nvmlDeviceGetUUID").unwrap();
     let mig_by_index = nvml.sym::<MigByIndex>("nvmlDeviceGetMigDeviceHandleByIndex");
     let max_mig = nvml.sym::<MaxMig>("nvmlDeviceGetMaxMigDeviceCount");
     let mut n = 0;
