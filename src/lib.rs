@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod hook;
+pub mod install;
 pub mod inventory;
 pub mod lease;
 pub mod plan;

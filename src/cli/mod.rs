@@ -1,6 +1,7 @@
 //! Subcommands of the `migward` binary, one file each.
 
 pub mod hook;
+pub mod install;
 pub mod leases;
 pub mod list;
 pub mod resolve;
@@ -38,6 +39,10 @@ pub enum Command {
     Hook(hook::Args),
     /// Show and manage leases (who holds which instance).
     Leases(leases::Args),
+    /// Register migward with an engine (docker, containerd, crio, podman).
+    Install(install::Args),
+    /// Undo `migward install`, byte for byte.
+    Uninstall(install::Args),
     /// The OCI runtime shim (same as calling this binary as migward-runtime).
     #[command(disable_help_flag = true)]
     Runtime {
@@ -71,6 +76,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(&args),
         Command::Hook(args) => hook::run(config, &args),
         Command::Leases(args) => leases::run(&config()?, &args),
+        Command::Install(args) => install::run(cli.config.as_deref(), &args, false),
+        Command::Uninstall(args) => install::run(cli.config.as_deref(), &args, true),
         Command::Runtime { args } => Ok(runtime::main(&args)),
     }
 }
