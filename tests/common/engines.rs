@@ -591,14 +591,18 @@ impl Dockerd {
         rt: serde_json::Map<String, Value>,
         bin: Option<&Path>,
     ) -> Result<Dockerd, String> {
-        let dockerd = require("dockerd");
-        let client = docker_client();
-        require("containerd");
-        require("containerd-shim-runc-v2");
+        let mut cfg = Dockerd::private_config(dir);
+        cfg["runtimes"] = Value::Object(rt);
+        let cfg_path = absolute(&dir.join("dk/daemon.json"));
+        write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap());
+        Dockerd::start_from(dir, &cfg_path, bin)
+    }
+
+    /// The daemon.json keys that keep this dockerd private to `dir/dk` (no runtimes).
+    pub fn private_config(dir: &Path) -> Value {
         let dir = absolute(&dir.join("dk"));
-        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let socket = dir.join("docker.sock");
-        let cfg = json!({
+        json!({
             "storage-driver": "vfs",
             "iptables": false,
             "ip6tables": false,
@@ -610,14 +614,23 @@ impl Dockerd {
             "pidfile": dir.join("dockerd.pid"),
             "hosts": [format!("unix://{}", socket.display())],
             "shutdown-timeout": 3,
-            "runtimes": rt,
-        });
-        let cfg_path = dir.join("daemon.json");
-        write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap());
+        })
+    }
+
+    /// Starts dockerd on the daemon.json at `cfg_path` (made from
+    /// [`Dockerd::private_config`] for the same `dir`).
+    pub fn start_from(dir: &Path, cfg_path: &Path, bin: Option<&Path>) -> Result<Dockerd, String> {
+        let dockerd = require("dockerd");
+        let client = docker_client();
+        require("containerd");
+        require("containerd-shim-runc-v2");
+        let dir = absolute(&dir.join("dk"));
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let socket = dir.join("docker.sock");
         write(&dir.join("cli/config.json"), "{}");
         let log = dir.join("dockerd.log");
         let mut cmd = Command::new(dockerd);
-        cmd.arg("--config-file").arg(&cfg_path);
+        cmd.arg("--config-file").arg(cfg_path);
         if let Some(bin) = bin {
             let path = std::env::var("PATH").unwrap_or_default();
             cmd.env("PATH", format!("{}:{path}", absolute(bin).display()));
