@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod driver;
 pub mod hook;
 pub mod install;

@@ -1,5 +1,6 @@
 //! Subcommands of the `migward` binary, one file each.
 
+pub mod doctor;
 pub mod hook;
 pub mod install;
 pub mod leases;
@@ -39,6 +40,8 @@ pub enum Command {
     Hook(hook::Args),
     /// Show and manage leases (who holds which instance).
     Leases(leases::Args),
+    /// Check the host for the traps that break MIG containers (exit 1 on a problem).
+    Doctor(doctor::Args),
     /// Register migward with an engine (docker, containerd, crio, podman).
     Install(install::Args),
     /// Undo `migward install`, byte for byte.
@@ -76,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(&args),
         Command::Hook(args) => hook::run(config, &args),
         Command::Leases(args) => leases::run(&config()?, &args),
+        Command::Doctor(args) => doctor::run(&config()?, &args),
         Command::Install(args) => install::run(cli.config.as_deref(), &args, false),
         Command::Uninstall(args) => install::run(cli.config.as_deref(), &args, true),
         Command::Runtime { args } => Ok(runtime::main(&args)),

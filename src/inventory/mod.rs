@@ -69,9 +69,27 @@ pub enum InventoryError {
     },
 }
 
+/// What `migward doctor` asks the driver beyond the inventory (never asked
+/// on a container start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub driver_version: String,
+    pub gpus: Vec<GpuHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuHealth {
+    pub index: u32,
+    /// False on boards without MIG (A40, V100): NVML answers NotSupported.
+    pub mig_supported: bool,
+    /// Persistence mode; `None` where NVML cannot say.
+    pub persistence: Option<bool>,
+}
+
 /// Answers "which GPUs and MIG devices exist".
 pub trait Inventory {
     fn gpus(&self) -> Result<Vec<Gpu>, InventoryError>;
+    fn health(&self) -> Result<Health, InventoryError>;
 }
 
 /// An inventory served straight from a topology: the test double of NVML for
@@ -81,6 +99,18 @@ pub struct TopologyInventory(pub Topology);
 impl Inventory for TopologyInventory {
     fn gpus(&self) -> Result<Vec<Gpu>, InventoryError> {
         Ok(self.0.gpus.iter().map(gpu_of_topology).collect())
+    }
+
+    fn health(&self) -> Result<Health, InventoryError> {
+        let gpus = self.0.gpus.iter().map(|g| GpuHealth {
+            index: g.index,
+            mig_supported: g.model.supports_mig(),
+            persistence: Some(g.persistence),
+        });
+        Ok(Health {
+            driver_version: crate::simulate::DRIVER_VERSION.into(),
+            gpus: gpus.collect(),
+        })
     }
 }
 

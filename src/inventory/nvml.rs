@@ -3,7 +3,10 @@
 //! nvml-wrapper has no safe call for GI/CI ids or a GI's placement, so those
 //! go through `nvml.lib()` (DESIGN.md, "Testing without a GPU").
 
-use super::{ci_profile_name, Gpu, Inventory, InventoryError, MigDevice, MigMode, Placement};
+use super::{
+    ci_profile_name, Gpu, GpuHealth, Health, Inventory, InventoryError, MigDevice, MigMode,
+    Placement,
+};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
 use nvml_wrapper_sys::bindings::{
@@ -90,6 +93,40 @@ impl Inventory for NvmlInventory {
             gpus.push(read_gpu(&nvml, index, &dev)?);
         }
         Ok(gpus)
+    }
+
+    fn health(&self) -> Result<Health, InventoryError> {
+        self.health_of()
+    }
+}
+
+impl NvmlInventory {
+    fn health_of(&self) -> Result<Health, InventoryError> {
+        let nvml = self.open()?;
+        let driver_version = call(
+            "nvmlSystemGetDriverVersion",
+            None,
+            nvml.sys_driver_version(),
+        )?;
+        let count = call("nvmlDeviceGetCount", None, nvml.device_count())?;
+        let mut gpus = Vec::new();
+        for index in 0..count {
+            let dev = call(
+                "nvmlDeviceGetHandleByIndex",
+                None,
+                nvml.device_by_index(index),
+            )?;
+            let mig_supported = !matches!(dev.mig_mode(), Err(NvmlError::NotSupported));
+            gpus.push(GpuHealth {
+                index,
+                mig_supported,
+                persistence: dev.is_in_persistent_mode().ok(),
+            });
+        }
+        Ok(Health {
+            driver_version,
+            gpus,
+        })
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Gpu {
     pub uuid: String,
     pub model: Model,
     pub mig: MigMode,
+    /// Persistence mode (`nvidia-smi -pm`); on unless the topology says not.
+    pub persistence: bool,
     pub instances: Vec<GpuInstance>,
 }
 
@@ -101,16 +103,18 @@ struct FileSpec {
 #[serde(deny_unknown_fields)]
 struct GpuSpec {
     model: String,
-    #[serde(default = "default_mig")]
-    mig: String,
+    /// Default: enabled on a GPU with MIG support, disabled on one without.
+    mig: Option<String>,
+    #[serde(default = "default_persistence")]
+    persistence: bool,
     uuid: Option<String>,
     minor: Option<u32>,
     #[serde(default)]
     instances: Vec<InstanceSpec>,
 }
 
-fn default_mig() -> String {
-    "enabled".into()
+fn default_persistence() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,7 +225,21 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
             known.join(", ")
         )
     })?;
-    let mig = match spec.mig.to_ascii_lowercase().as_str() {
+    let mig_key = spec.mig.unwrap_or_else(|| {
+        if model.supports_mig() {
+            "enabled"
+        } else {
+            "disabled"
+        }
+        .into()
+    });
+    if !model.supports_mig() && !mig_key.eq_ignore_ascii_case("disabled") {
+        return Err(format!(
+            "a {} does not support MIG: mig must be \"disabled\"",
+            model.key()
+        ));
+    }
+    let mig = match mig_key.to_ascii_lowercase().as_str() {
         "enabled" => MigMode {
             current: true,
             pending: true,
@@ -392,6 +410,7 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
         uuid,
         model,
         mig,
+        persistence: spec.persistence,
         instances,
     })
 }

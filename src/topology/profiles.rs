@@ -10,10 +10,17 @@ pub enum Model {
     A100_40GB,
     A100_80GB,
     H100_80GB,
+    /// A GPU without MIG support (like an A40 or V100): handed out whole only.
+    A40,
 }
 
 impl Model {
-    pub const ALL: [Model; 3] = [Model::A100_40GB, Model::A100_80GB, Model::H100_80GB];
+    pub const ALL: [Model; 4] = [
+        Model::A100_40GB,
+        Model::A100_80GB,
+        Model::H100_80GB,
+        Model::A40,
+    ];
 
     /// The short name used in topology files.
     pub fn key(self) -> &'static str {
@@ -21,6 +28,7 @@ impl Model {
             Model::A100_40GB => "A100-40GB",
             Model::A100_80GB => "A100-80GB",
             Model::H100_80GB => "H100-80GB",
+            Model::A40 => "A40",
         }
     }
 
@@ -30,6 +38,7 @@ impl Model {
             Model::A100_40GB => "NVIDIA A100-SXM4-40GB",
             Model::A100_80GB => "NVIDIA A100-SXM4-80GB",
             Model::H100_80GB => "NVIDIA H100 80GB HBM3",
+            Model::A40 => "NVIDIA A40",
         }
     }
 
@@ -43,7 +52,13 @@ impl Model {
         match self {
             Model::A100_40GB => 40960,
             Model::A100_80GB | Model::H100_80GB => 81920,
+            Model::A40 => 46068,
         }
+    }
+
+    /// Whether the board has MIG at all (NVML answers NotSupported otherwise).
+    pub fn supports_mig(self) -> bool {
+        !self.profiles().is_empty()
     }
 
     /// Every GPU-instance profile of this model.
@@ -52,6 +67,7 @@ impl Model {
             Model::A100_40GB => &A100_40GB,
             Model::A100_80GB => &A100_80GB,
             Model::H100_80GB => &H100_80GB,
+            Model::A40 => &[],
         }
     }
 

@@ -130,3 +130,12 @@ fn unknown_name_lists_the_builtins() {
     let err = Topology::load("nope-not-here").unwrap_err().to_string();
     assert!(err.contains("a100x4-mixed"), "{err}");
 }
+
+#[test]
+fn a_gpu_without_mig_support_is_off_by_default_and_refuses_mig() {
+    let t = Topology::parse("[[gpu]]\nmodel = \"A40\"\npersistence = false\n", "t").unwrap();
+    assert!(!t.gpus[0].mig.current && !t.gpus[0].mig.pending);
+    assert!(!t.gpus[0].persistence);
+    let err = Topology::parse("[[gpu]]\nmodel = \"A40\"\nmig = \"enabled\"\n", "t").unwrap_err();
+    assert!(err.to_string().contains("does not support MIG"), "{err}");
+}

@@ -171,6 +171,26 @@ pub unsafe extern "C" fn nvmlDeviceGetMinorNumber(
     })
 }
 
+/// Persistence mode (1 = enabled), as the topology says (default on).
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetPersistenceMode(
+    device: sys::nvmlDevice_t,
+    mode: *mut sys::nvmlEnableState_t,
+) -> Ret {
+    ffi(|| {
+        let topology = state::topology()?;
+        let Dev::Gpu(gpu) = handles::device(&topology, device)? else {
+            return Err(ret::NOT_SUPPORTED);
+        };
+        *out(mode)? = if gpu.persistence {
+            sys::nvmlEnableState_enum_NVML_FEATURE_ENABLED
+        } else {
+            sys::nvmlEnableState_enum_NVML_FEATURE_DISABLED
+        };
+        Ok(())
+    })
+}
+
 /// `busId` is NVML's `%08X:%02X:%02X.0` (`00000000:07:00.0`), `busIdLegacy`
 /// the 4-digit-domain form; `/proc/driver/nvidia/gpus/` names the directory
 /// in lowercase with a 4-digit domain (`0000:07:00.0`), so callers must
@@ -220,6 +240,7 @@ fn pci_ids(model: Model) -> (u32, u32) {
         Model::A100_40GB => (0x20b0, 0x134f),
         Model::A100_80GB => (0x20b2, 0x1463),
         Model::H100_80GB => (0x2330, 0x16c1),
+        Model::A40 => (0x2235, 0x145a),
     }
 }
 

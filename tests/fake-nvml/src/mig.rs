@@ -24,6 +24,9 @@ pub unsafe extern "C" fn nvmlDeviceGetMigMode(
         let Dev::Gpu(gpu) = handles::device(&topology, device)? else {
             return Err(ret::NOT_SUPPORTED);
         };
+        if !gpu.model.supports_mig() {
+            return Err(ret::NOT_SUPPORTED);
+        }
         if current.is_null() || pending.is_null() {
             return Err(ret::INVALID_ARGUMENT);
         }
