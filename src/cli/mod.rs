@@ -1,6 +1,7 @@
 //! Subcommands of the `migward` binary, one file each.
 
 pub mod doctor;
+pub mod generate;
 pub mod hook;
 pub mod install;
 pub mod leases;
@@ -46,6 +47,9 @@ pub enum Command {
     Install(install::Args),
     /// Undo `migward install`, byte for byte.
     Uninstall(install::Args),
+    /// Print the man page or a shell completion script.
+    #[command(hide = true)]
+    Generate(generate::Args),
     /// The OCI runtime shim (same as calling this binary as migward-runtime).
     #[command(disable_help_flag = true)]
     Runtime {
@@ -80,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hook(args) => hook::run(config, &args),
         Command::Leases(args) => leases::run(&config()?, &args),
         Command::Doctor(args) => doctor::run(&config()?, &args),
+        Command::Generate(args) => generate::run(&args),
         Command::Install(args) => install::run(cli.config.as_deref(), &args, false),
         Command::Uninstall(args) => install::run(cli.config.as_deref(), &args, true),
         Command::Runtime { args } => Ok(runtime::main(&args)),
