@@ -82,3 +82,15 @@ done
 target/debug/migward-runtime --root "$DEMO/runc" delete demo-holder
 run second "$A"
 "$BIN" leases
+
+step "migward doctor on the simulated host"
+mkdir -p "$DEMO/node/etc/docker"
+"$BIN" doctor --root "$DEMO/node" || echo "(doctor found a problem, exit $?)"
+
+step "migward install docker --default into a private root (dry run, then for real, then undone)"
+printf '{\n    "log-level": "warn"\n}\n' >"$DEMO/node/etc/docker/daemon.json"
+"$BIN" install docker --default --root "$DEMO/node" --runtime-path "$PWD/target/debug/migward-runtime" --dry-run
+"$BIN" install docker --default --root "$DEMO/node" --runtime-path "$PWD/target/debug/migward-runtime"
+"$BIN" doctor --root "$DEMO/node" | grep -E '^(ok|warning|problem) +docker'
+"$BIN" uninstall docker --root "$DEMO/node"
+cat "$DEMO/node/etc/docker/daemon.json"

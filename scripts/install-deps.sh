@@ -36,6 +36,8 @@ declare -A NEED=(
     [newuidmap]=uidmap
     [pkill]=procps
     [ip]=iproute2
+    [dpkg-deb]=dpkg
+    [gzip]=gzip
 )
 
 have() {
@@ -98,6 +100,12 @@ else
     for c in cargo-clippy rustfmt; do
         command -v "$c" >/dev/null 2>&1 || echo "install-deps.sh: warning: $c not found and no rustup" >&2
     done
+fi
+
+# The test runner (crates.io is reachable; this builds it once).
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "install-deps.sh: installing cargo-nextest"
+    cargo install --locked cargo-nextest
 fi
 
 # Final check: every tool the tests use must now be present.

@@ -65,6 +65,10 @@ pub fn run(config: Option<&Path>, args: &Args, uninstall: bool) -> anyhow::Resul
         !(uninstall && args.default),
         "--default is for install: uninstall puts back the default runtime that install replaced"
     );
+    // The config this command would read is the one the engine should use.
+    let from_env = std::env::var_os(crate::config::ENV_VAR).map(PathBuf::from);
+    let config = config.map(Path::to_path_buf).or(from_env);
+    let config = config.as_deref();
     if let Some(c) = config {
         anyhow::ensure!(
             c.is_absolute(),
