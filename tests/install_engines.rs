@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::engines::{self, Dockerd, Podman};
+use common::engines::{self, write, Dockerd, Podman};
 use common::sim::{
     expected_nodes, expected_plan_nodes, probe_lines, shim_link, stderr, stdout, Sim, MIGWARD,
     PROBE,
@@ -37,11 +37,6 @@ fn migward(sim: &Sim, root: &Path, args: &[&str]) -> String {
     stdout(&out)
 }
 
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
@@ -64,7 +59,7 @@ fn dockerd_on_the_installed_daemon_json_runs_mig_containers() {
     cfg["log-level"] = "warn".into();
     cfg["default-ulimits"] =
         serde_json::json!({"nofile": {"Name": "nofile", "Hard": 4096, "Soft": 4096}});
-    write(&daemon_json, &serde_json::to_string_pretty(&cfg).unwrap());
+    write(&daemon_json, serde_json::to_string_pretty(&cfg).unwrap());
     let original = read(&daemon_json);
 
     let said = migward(&sim, &root, &["install", "docker"]);
@@ -166,7 +161,7 @@ fn podman_on_the_installed_containers_conf_runs_mig_containers() {
     let root = sim.path("root");
     let mut podman = Podman::new(&sim.path("p"));
     let conf: PathBuf = root.join("etc/containers/containers.conf");
-    write(&conf, &read(&podman.conf));
+    write(&conf, read(&podman.conf));
     let original = read(&conf);
     podman.conf = conf.clone();
 

@@ -204,12 +204,7 @@ fn is_char_node(path: &Path, major: Option<u32>, minor: u32) -> bool {
 }
 
 fn engine_check(engine: Engine, root: &Path) -> Check {
-    let bin = match engine {
-        Engine::Docker => "dockerd",
-        Engine::Containerd => "containerd",
-        Engine::Crio => "crio",
-        Engine::Podman => "podman",
-    };
+    let bin = engine.program();
     let name = engine.name();
     let installed = if root == Path::new("/") {
         std::env::var_os("PATH")
@@ -236,12 +231,12 @@ fn lease_check(config: &Config) -> Check {
                 "leases",
                 Status::Problem,
                 format!(
-                    "{} corrupt lease file(s): {}",
+                    "{} corrupt lease file(s): {} ({} readable)",
                     corrupt.len(),
-                    why.join("; ")
+                    why.join("; "),
+                    leases.len()
                 ),
             )
-            .with_total(leases.len())
         }
         Ok((leases, _)) => {
             let stale: Vec<&str> = leases
@@ -264,13 +259,6 @@ fn lease_check(config: &Config) -> Check {
             }
         }
         Err(e) => Check::new("leases", Status::Problem, crate::chain(&e)),
-    }
-}
-
-impl Check {
-    fn with_total(mut self, readable: usize) -> Check {
-        self.message.push_str(&format!(" ({readable} readable)"));
-        self
     }
 }
 

@@ -36,10 +36,7 @@ pub fn install(
     t: &Target,
     default: bool,
 ) -> Result<Edited, InstallError> {
-    let invalid = |why: String| InstallError::Invalid {
-        path: file.into(),
-        why,
-    };
+    let invalid = InstallError::invalid(file);
     let text = text.ok_or_else(|| InstallError::Missing {
         path: file.into(),
         what: "containerd's config: write the full default first (`containerd config default > /etc/containerd/config.toml`), then run this again".into(),
@@ -70,18 +67,13 @@ pub fn install(
 
     if default {
         let dk: KeyPath = [base, key(&["default_runtime_name"])].concat();
-        let prior = doc.raw(&dk);
-        doc.set_value(&dk, Value::from(RUNTIME_NAME))
+        let prior = doc
+            .set_string_noted(&mut rec, dk, RUNTIME_NAME)
             .map_err(invalid)?;
         said.push(format!(
             "default_runtime_name = \"{RUNTIME_NAME}\" (was {})",
             prior.as_deref().unwrap_or("unset")
         ));
-        let ours = format!("\"{RUNTIME_NAME}\"");
-        rec.note_set(
-            dk,
-            prior.filter(|p| p.trim_matches(['"', '\'']) != RUNTIME_NAME && *p != ours),
-        );
     }
     Ok(Edited {
         text: doc.render(),

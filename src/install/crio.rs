@@ -19,10 +19,7 @@ pub fn install(
 ) -> Result<Edited, InstallError> {
     let runc = match crio_conf {
         Some((path, text)) => {
-            let doc = TomlDoc::parse(text).map_err(|why| InstallError::Invalid {
-                path: path.into(),
-                why,
-            })?;
+            let doc = TomlDoc::parse(text).map_err(InstallError::invalid(path))?;
             doc.table_at(&key(&["crio", "runtime", "runtimes", "runc"]))
                 .cloned()
         }

@@ -260,6 +260,24 @@ impl TomlDoc {
         Some(v.to_string())
     }
 
+    /// Sets the string `key` to `value` and notes in `rec` the value it had
+    /// before, unless that already was `value` (a re-install must not take
+    /// its own value for the prior). Returns the prior value as written.
+    pub fn set_string_noted(
+        &mut self,
+        rec: &mut FileRecord,
+        key: KeyPath,
+        value: &str,
+    ) -> Result<Option<String>, String> {
+        let prior = self.raw(&key);
+        self.set_value(&key, Value::from(value))?;
+        let noted = prior
+            .clone()
+            .filter(|p| p.trim_matches(['"', '\'']) != value);
+        rec.note_set(key, noted);
+        Ok(prior)
+    }
+
     /// Sets a value, keeping the key's place and the spacing around the old
     /// value; a new key takes the indentation of its siblings.
     pub fn set_value(&mut self, key: &[String], value: Value) -> Result<(), String> {

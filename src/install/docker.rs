@@ -15,10 +15,7 @@ pub fn install(
     t: &Target,
     default: bool,
 ) -> Result<Edited, InstallError> {
-    let invalid = |why: String| InstallError::Invalid {
-        path: file.into(),
-        why,
-    };
+    let invalid = InstallError::invalid(file);
     let mut doc = JsonDoc::parse(text.unwrap_or("")).map_err(invalid)?;
     let mut rec = FileRecord {
         path: DAEMON_JSON.into(),

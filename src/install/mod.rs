@@ -58,6 +58,16 @@ impl Engine {
         }
     }
 
+    /// The engine's program, as installed.
+    pub fn program(self) -> &'static str {
+        match self {
+            Engine::Docker => "dockerd",
+            Engine::Containerd => "containerd",
+            Engine::Crio => "crio",
+            Engine::Podman => "podman",
+        }
+    }
+
     /// The systemd unit that must restart to read the new config.
     pub fn service(self) -> Option<&'static str> {
         match self {
@@ -124,6 +134,16 @@ pub enum InstallError {
         "restarting {service} failed: {why}: restart it by hand (systemctl restart {service})"
     )]
     Restart { service: &'static str, why: String },
+}
+
+impl InstallError {
+    /// The `map_err` for a file that cannot be edited as it is.
+    pub fn invalid(path: &Path) -> impl Fn(String) -> InstallError + Copy + '_ {
+        move |why| InstallError::Invalid {
+            path: path.into(),
+            why,
+        }
+    }
 }
 
 /// `path` (absolute, as the host sees it) under `root`.
@@ -203,7 +223,7 @@ fn record_change(path: PathBuf, before: Option<String>, rec: Option<&Record>) ->
 }
 
 /// The config file migward reads, as the host sees it.
-fn config_path(t: &Target) -> PathBuf {
+pub(super) fn config_path(t: &Target) -> PathBuf {
     t.config
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_PATH.into())
@@ -302,10 +322,7 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
     let cdi_dirs = match &cfg_text {
         Some(text) => {
             crate::config::Config::parse(text, &cfg_file)
-                .map_err(|e| InstallError::Invalid {
-                    path: cfg_file.clone(),
-                    why: crate::chain(&e),
-                })?
+                .map_err(|e| InstallError::invalid(&cfg_file)(crate::chain(&e)))?
                 .cdi_dirs
         }
         None => crate::config::Config::default().cdi_dirs,
@@ -371,7 +388,7 @@ pub fn plan_uninstall(engine: Engine, opts: &Options) -> Result<Plan, InstallErr
     let mut changes = Vec::new();
     let mut said = Vec::new();
     for f in &rec.files {
-        changes.push(undo_file(root, f, &mut said)?);
+        changes.push(undo_at(&under(root, &f.path), f, &mut said)?);
     }
     changes.push(record_change(rec_path, rec_before, None));
 
@@ -404,10 +421,6 @@ pub fn plan_uninstall(engine: Engine, opts: &Options) -> Result<Plan, InstallErr
     })
 }
 
-fn undo_file(root: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change, InstallError> {
-    undo_at(&under(root, &f.path), f, said)
-}
-
 fn undo_at(file: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change, InstallError> {
     let before = read_opt(file)?;
     let Some(text) = &before else {
@@ -428,10 +441,7 @@ fn undo_at(file: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change
             shown: true,
         });
     }
-    let invalid = |why: String| InstallError::Invalid {
-        path: file.into(),
-        why,
-    };
+    let invalid = InstallError::invalid(file);
     let rendered = if f.path.extension().is_some_and(|e| e == "json") {
         let mut d = JsonDoc::parse(text).map_err(invalid)?;
         doc::undo(&mut d, f).map_err(invalid)?;

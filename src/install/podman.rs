@@ -28,10 +28,7 @@ pub fn install(
     t: &Target,
     default: bool,
 ) -> Result<Edited, InstallError> {
-    let invalid = |why: String| InstallError::Invalid {
-        path: file.into(),
-        why,
-    };
+    let invalid = InstallError::invalid(file);
     let mut doc = TomlDoc::parse(text.unwrap_or("")).map_err(invalid)?;
     let mut rec = FileRecord {
         path: CONTAINERS_CONF.into(),
@@ -43,7 +40,7 @@ pub fn install(
     let mut said = Vec::new();
     let runtimes = key(&["engine", "runtimes"]);
     rec.created = doc.ensure_tables(&runtimes).map_err(invalid)?;
-    if let Some(t) = doc.table_at_mut(&key(&["engine", "runtimes"])) {
+    if let Some(t) = doc.table_at_mut(&runtimes) {
         // An `[engine.runtimes]` written here gets a header of its own.
         t.set_implicit(false);
     }
@@ -57,17 +54,13 @@ pub fn install(
     ));
     if default {
         let dk = key(&["engine", "runtime"]);
-        let prior = doc.raw(&dk);
-        doc.set_value(&dk, Value::from(RUNTIME_NAME))
+        let prior = doc
+            .set_string_noted(&mut rec, dk, RUNTIME_NAME)
             .map_err(invalid)?;
         said.push(format!(
             "[engine] runtime = \"{RUNTIME_NAME}\" (was {})",
             prior.as_deref().unwrap_or("unset")
         ));
-        rec.note_set(
-            dk,
-            prior.filter(|p| p.trim_matches(['"', '\'']) != RUNTIME_NAME),
-        );
     }
     Ok(Edited {
         text: doc.render(),
@@ -78,6 +71,7 @@ pub fn install(
 
 /// The hooks.d files, with this host's paths (binary and config).
 pub fn hooks(t: &Target) -> Vec<(PathBuf, String)> {
+    let config = super::config_path(t);
     HOOKS
         .iter()
         .map(|(name, template)| {
@@ -85,10 +79,6 @@ pub fn hooks(t: &Target) -> Vec<(PathBuf, String)> {
                 serde_json::from_str(template).expect("shipped hook file is JSON");
             let hook = &mut v["hook"];
             hook["path"] = serde_json::json!(t.migward_bin);
-            let config = t
-                .config
-                .clone()
-                .unwrap_or_else(|| crate::config::DEFAULT_PATH.into());
             hook["env"] = serde_json::json!([
                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                 format!("{}={}", crate::config::ENV_VAR, config.display())

@@ -79,10 +79,8 @@ pub fn configure(
             return Ok(None);
         }
     };
-    let mut doc = TomlDoc::parse(text.unwrap_or("")).map_err(|why| InstallError::Invalid {
-        path: file.into(),
-        why,
-    })?;
+    let invalid = InstallError::invalid(file);
+    let mut doc = TomlDoc::parse(text.unwrap_or("")).map_err(invalid)?;
     let mut rec = FileRecord {
         path: host_path.into(),
         ..Default::default()
@@ -106,10 +104,7 @@ pub fn configure(
             Some(_) => {}
             None => {
                 doc.set_value(&k, Value::from(value.as_str()))
-                    .map_err(|why| InstallError::Invalid {
-                        path: file.into(),
-                        why,
-                    })?;
+                    .map_err(invalid)?;
                 rec.note_set(k, None);
                 said.push(format!("{name} = \"{value}\" in {}", host_path.display()));
                 changed = true;

@@ -79,43 +79,39 @@ fn raw(name: &'static str, device: &str, ret: u32) -> Result<(), InventoryError>
     }
 }
 
-impl Inventory for NvmlInventory {
-    fn gpus(&self) -> Result<Vec<Gpu>, InventoryError> {
-        let nvml = self.open()?;
-        let count = call("nvmlDeviceGetCount", None, nvml.device_count())?;
-        let mut gpus = Vec::new();
-        for index in 0..count {
+/// Every physical GPU's handle, with its NVML index.
+fn devices(nvml: &Nvml) -> Result<Vec<(u32, Device<'_>)>, InventoryError> {
+    let count = call("nvmlDeviceGetCount", None, nvml.device_count())?;
+    (0..count)
+        .map(|index| {
             let dev = call(
                 "nvmlDeviceGetHandleByIndex",
                 None,
                 nvml.device_by_index(index),
             )?;
-            gpus.push(read_gpu(&nvml, index, &dev)?);
-        }
-        Ok(gpus)
+            Ok((index, dev))
+        })
+        .collect()
+}
+
+impl Inventory for NvmlInventory {
+    fn gpus(&self) -> Result<Vec<Gpu>, InventoryError> {
+        let nvml = self.open()?;
+        devices(&nvml)?
+            .iter()
+            .map(|(index, dev)| read_gpu(&nvml, *index, dev))
+            .collect()
     }
 
     fn health(&self) -> Result<Health, InventoryError> {
-        self.health_of()
-    }
-}
-
-impl NvmlInventory {
-    fn health_of(&self) -> Result<Health, InventoryError> {
         let nvml = self.open()?;
         let driver_version = call(
             "nvmlSystemGetDriverVersion",
             None,
             nvml.sys_driver_version(),
         )?;
-        let count = call("nvmlDeviceGetCount", None, nvml.device_count())?;
         let mut gpus = Vec::new();
-        for index in 0..count {
-            let dev = call(
-                "nvmlDeviceGetHandleByIndex",
-                None,
-                nvml.device_by_index(index),
-            )?;
+        for (index, dev) in devices(&nvml)? {
             let mig_supported = !matches!(dev.mig_mode(), Err(NvmlError::NotSupported));
             gpus.push(GpuHealth {
                 index,

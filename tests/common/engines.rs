@@ -222,7 +222,8 @@ pub fn expect_failure(o: &Output, what: &str) -> String {
     format!("{}{}", stdout(o), stderr(o))
 }
 
-fn write(path: &Path, contents: impl AsRef<[u8]>) {
+/// Writes `contents` to `path`, making its parent directories.
+pub fn write(path: &Path, contents: impl AsRef<[u8]>) {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
     }
