@@ -5,14 +5,16 @@
 # containers through the runtime shim, each seeing only its own instance,
 # one asking for a profile (any free 1g.10gb), refuses an image's
 # NVIDIA_VISIBLE_DEVICES=all, and shows one tenant per instance: a second
-# container for a held instance is refused, and runs once the holder stops.
+# container for a held instance is refused, and runs once the holder stops;
+# then migward doctor, and migward install docker --default into a private
+# node root with a private dockerd started on the file it wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=${MIGWARD_DEMO_DIR:-/tmp/migward-demo}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "installing runc and busybox (needs root; skipped when present)"
+step "installing the engines and tools (scripts/install-deps.sh; needs root; skipped when present)"
 scripts/install-deps.sh
 
 step "building migward and the fake NVML library"
@@ -87,10 +89,48 @@ step "migward doctor on the simulated host"
 mkdir -p "$DEMO/node/etc/docker"
 "$BIN" doctor --root "$DEMO/node" || echo "(doctor found a problem, exit $?)"
 
-step "migward install docker --default into a private root (dry run, then for real, then undone)"
-printf '{\n    "log-level": "warn"\n}\n' >"$DEMO/node/etc/docker/daemon.json"
+step "migward install docker --default, then a private dockerd started on the file it wrote"
+# The node's daemon.json keeps this dockerd private to $DEMO (its own socket,
+# data and exec roots, no networking); install adds migward to it.
+NODE_JSON=$DEMO/node/etc/docker/daemon.json
+DK=$DEMO/dockerd
+mkdir -p "$DK/cli"
+echo '{}' >"$DK/cli/config.json"
+jq -n --arg dk "$DK" '{"log-level": "warn", "storage-driver": "vfs", "iptables": false,
+    "ip6tables": false, "ip-forward": false, "ip-masq": false, "bridge": "none",
+    "data-root": "\($dk)/data", "exec-root": "\($dk)/exec", "pidfile": "\($dk)/dockerd.pid",
+    "hosts": ["unix://\($dk)/docker.sock"], "shutdown-timeout": 3}' >"$NODE_JSON"
+cp "$NODE_JSON" "$DEMO/daemon.json.orig"
 "$BIN" install docker --default --root "$DEMO/node" --runtime-path "$PWD/target/debug/migward-runtime" --dry-run
 "$BIN" install docker --default --root "$DEMO/node" --runtime-path "$PWD/target/debug/migward-runtime"
 "$BIN" doctor --root "$DEMO/node" | grep -E '^(ok|warning|problem) +docker'
+
+export DOCKER_HOST=unix://$DK/docker.sock DOCKER_API_VERSION=1.41 DOCKER_CONFIG=$DK/cli DOCKER_CONTEXT=default
+DOCKER=/usr/bin/docker
+[ -x "$DOCKER" ] || DOCKER=docker
+dockerd --config-file "$NODE_JSON" >"$DK/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
+stop_dockerd() { # TERM, up to 20 s, then KILL: only the dockerd started here
+    kill -0 "$DOCKERD_PID" 2>/dev/null || return 0
+    kill -TERM "$DOCKERD_PID"
+    for _ in $(seq 200); do kill -0 "$DOCKERD_PID" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+}
+trap stop_dockerd EXIT
+for _ in $(seq 600); do
+    "$DOCKER" version >/dev/null 2>&1 && break
+    kill -0 "$DOCKERD_PID" 2>/dev/null || { cat "$DK/dockerd.log"; exit 1; }
+    sleep 0.1
+done
+tar -C "$ROOTFS" -c . | "$DOCKER" import - local/busybox:1 >/dev/null
+echo "-- docker run with no --runtime: migward is the default and gives $B"
+"$DOCKER" run --rm --network none -e "CUDA_VISIBLE_DEVICES=$B" local/busybox:1 \
+    sh -c 'ls -d /dev/nvidia* /dev/nvidia-caps/*'
+echo "-- docker run with NVIDIA_VISIBLE_DEVICES=all and no --runtime: refused"
+"$DOCKER" run --rm --network none -e NVIDIA_VISIBLE_DEVICES=all local/busybox:1 true \
+    || echo "(refused, exit $?)"
+stop_dockerd
+
+step "migward uninstall docker: daemon.json is back byte for byte"
 "$BIN" uninstall docker --root "$DEMO/node"
-cat "$DEMO/node/etc/docker/daemon.json"
+cmp "$NODE_JSON" "$DEMO/daemon.json.orig" && echo "daemon.json is the original again"

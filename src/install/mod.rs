@@ -327,6 +327,12 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
         }
         None => crate::config::Config::default().cdi_dirs,
     };
+    // An explicitly named config is read as the host sees it, and so are
+    // the CDI dirs it names; the default config's dirs are under the root.
+    let cdi_dirs: Vec<PathBuf> = match &t.config {
+        Some(_) => cdi_dirs,
+        None => cdi_dirs.iter().map(|d| under(root, d)).collect(),
+    };
     let kit = toolkit::detect(root, &cdi_dirs)?;
     if let Some(edited) = toolkit::configure(
         &cfg_file,

@@ -389,6 +389,34 @@ fn the_toolkit_sets_the_driver_mode_and_uninstall_takes_it_back() {
 }
 
 #[test]
+fn a_named_config_is_read_with_its_own_cdi_dirs_as_given() {
+    // The config and its CDI dir lie outside the root (a simulated host's):
+    // the spec is found where the config says, not under the root.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let cdi = dir.path().join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::write(cdi.join("nvidia.yaml"), CDI_SPEC).unwrap();
+    let cfg_path = dir.path().join("config.toml");
+    let original = format!("cdi_dirs = [{:?}]\n", cdi.display().to_string());
+    std::fs::write(&cfg_path, &original).unwrap();
+    let mut o = opts(&root, false);
+    o.target.config = Some(cfg_path.clone());
+    let plan = plan_install(Engine::Docker, &o).unwrap();
+    plan.apply().unwrap();
+    let spec = cdi.join("nvidia.yaml").display().to_string();
+    assert!(
+        plan.said.iter().any(|s| s.contains(&spec)),
+        "{:?}",
+        plan.said
+    );
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    assert_eq!(cfg, format!("{original}driver = \"cdi\"\n"));
+    plan_uninstall(Engine::Docker, &o).unwrap().apply().unwrap();
+    assert_eq!(std::fs::read_to_string(&cfg_path).unwrap(), original);
+}
+
+#[test]
 fn a_default_install_restores_the_previous_default_even_after_reinstalls() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

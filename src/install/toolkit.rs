@@ -29,10 +29,10 @@ pub enum Toolkit {
     None,
 }
 
-/// What the host has, looking under `root`.
+/// What the host has: a CDI spec in `cdi_dirs` (paths as given), else
+/// NVIDIA's runtime under `root`.
 pub fn detect(root: &Path, cdi_dirs: &[PathBuf]) -> Result<Toolkit, cdi::CdiError> {
-    let dirs: Vec<PathBuf> = cdi_dirs.iter().map(|d| under(root, d)).collect();
-    if let Some(edits) = cdi::find(&dirs)? {
+    if let Some(edits) = cdi::find(cdi_dirs)? {
         let host = edits
             .file
             .strip_prefix(root)
