@@ -84,6 +84,9 @@ pub fn policy<'a>(config: &'a Config, majors: &GpuMajors) -> RequestPolicy<'a> {
     RequestPolicy {
         annotation: &config.annotation,
         env_requests: config.env_requests,
+        annotation_requests: config.annotation_requests,
+        untrusted: config.untrusted_requests,
+        cdi_kinds: &config.cdi_kinds,
         engine_nodes: match config.engine_devices {
             EngineDevices::Strip => None,
             EngineDevices::Lease | EngineDevices::Refuse => Some(majors.nodes),
@@ -94,13 +97,19 @@ pub fn policy<'a>(config: &'a Config, majors: &GpuMajors) -> RequestPolicy<'a> {
 /// The GPU request of a spec, or `None` if it asks for no GPU (then NVML is
 /// never loaded). Refuses what the config does not allow: privileged
 /// containers, `all`, and device nodes under `engine_devices = "refuse"`.
+/// A request the policy ignored is told to `warn`.
 pub fn gpu_request(
     config: &Config,
     spec: &Value,
     id: &str,
     majors: &GpuMajors,
+    warn: &mut dyn FnMut(String),
 ) -> Result<Option<Request>, ApplyError> {
-    let Some(request) = Request::from_spec(spec, &policy(config, majors))? else {
+    let reading = Request::read(spec, &policy(config, majors))?;
+    for note in reading.ignored {
+        warn(format!("container {id}: {note}"));
+    }
+    let Some(request) = reading.request else {
         return Ok(None);
     };
     if request.source == Source::EngineNodes && config.engine_devices == EngineDevices::Refuse {

@@ -24,6 +24,19 @@ pub enum EngineDevices {
     Refuse,
 }
 
+/// What happens to a request from a source the config does not trust
+/// (`env_requests = false`, `annotation_requests = false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Untrusted {
+    /// The container gets no GPU from it and starts; a warning says so
+    /// (default: a CUDA image's `NVIDIA_VISIBLE_DEVICES=all` must not stop
+    /// a pod that asked for no GPU).
+    Ignore,
+    /// The container is refused, naming the source.
+    Refuse,
+}
+
 /// Where a granted container's driver user-space (libcuda, NVML,
 /// nvidia-smi) comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -71,6 +84,13 @@ pub struct Config {
     pub env_requests: bool,
     /// The annotation that carries a request.
     pub annotation: String,
+    /// Whether the annotation is a request.
+    pub annotation_requests: bool,
+    /// What a request from a source turned off does.
+    pub untrusted_requests: Untrusted,
+    /// The CDI kinds whose `cdi.k8s.io/*` annotations and device-plugin
+    /// mounts name NVIDIA GPUs.
+    pub cdi_kinds: Vec<String>,
     /// What NVIDIA nodes already in a spec mean.
     pub engine_devices: EngineDevices,
     /// Whether a request for every GPU (`all`) is granted.
@@ -95,6 +115,12 @@ impl Default for Config {
             allow_privileged: false,
             env_requests: true,
             annotation: "migward/devices".into(),
+            annotation_requests: true,
+            untrusted_requests: Untrusted::Ignore,
+            cdi_kinds: vec![
+                "nvidia.com/gpu".into(),
+                "k8s.device-plugin.nvidia.com/gpu".into(),
+            ],
             engine_devices: EngineDevices::Lease,
             allow_all: false,
             driver: DriverMode::Auto,
@@ -128,6 +154,17 @@ impl Config {
                 message: format!(
                     "cdi_dirs entry {:?} is relative: it would be looked up from wherever the runtime runs (often the bundle); give an absolute path such as \"/etc/cdi\"",
                     dir.display().to_string()
+                ),
+            });
+        }
+        if let Some(kind) = config.cdi_kinds.iter().find(|k| {
+            let parts: Vec<&str> = k.split('/').collect();
+            parts.len() != 2 || parts.iter().any(|p| p.is_empty()) || k.contains('=')
+        }) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cdi_kinds entry {kind:?} is not a CDI kind: write vendor/class, e.g. \"nvidia.com/gpu\""
                 ),
             });
         }
@@ -198,6 +235,12 @@ mod tests {
             ("exclusive = \"gpu\"", "unknown variant `gpu`"),
             ("engine_devices = \"keep\"", "unknown variant `keep`"),
             ("driver = \"nvidia\"", "unknown variant `nvidia`"),
+            ("untrusted_requests = \"drop\"", "unknown variant `drop`"),
+            (
+                "cdi_kinds = [\"nvidia.com\"]",
+                "cdi_kinds entry \"nvidia.com\" is not a CDI kind",
+            ),
+            ("cdi_kinds = [\"nvidia.com/gpu=0\"]", "is not a CDI kind"),
             ("cdi_dirs = [\"cdi\"]", "cdi_dirs entry \"cdi\" is relative"),
             ("allow_privileged = \"yes\"", "invalid type"),
             ("annotation = \" \"", "annotation must not be empty"),

@@ -34,6 +34,7 @@ fn request_of(config: &Config, args: &Args) -> anyhow::Result<Option<Request>> {
             &spec,
             &bundle.display().to_string(),
             &majors,
+            &mut |m| eprintln!("warning: {m}"),
         )?);
     }
     if args.ids.is_empty() {

@@ -135,7 +135,7 @@ pub fn create_runtime(
         .ok_or(HookError::MissingField("bundle"))?;
     let (_, spec) = crate::spec::load_bundle(&bundle)?;
     let majors = apply::gpu_majors(config);
-    let Some(request) = apply::gpu_request(config, &spec, &state.id, &majors)? else {
+    let Some(request) = apply::gpu_request(config, &spec, &state.id, &majors, warn)? else {
         // A GPU node or rule an engine passed without a request (under
         // engine_devices = "strip", or next to an annotation's `none`)
         // cannot be removed from a created container: refused, never let
@@ -256,7 +256,7 @@ pub fn precreate(
     input.take(MAX_INPUT).read_to_end(&mut bytes)?;
     let mut spec = crate::spec::parse(Path::new("config.json on stdin"), &bytes)?;
     let majors = apply::gpu_majors(config);
-    let Some(request) = apply::gpu_request(config, &spec, "(precreate)", &majors)? else {
+    let Some(request) = apply::gpu_request(config, &spec, "(precreate)", &majors, warn)? else {
         // Strip engine-provided NVIDIA nodes; echo the input otherwise.
         let stripped = crate::spec::edit::strip_nvidia(&mut spec, &majors.all);
         if stripped | crate::spec::edit::void_visible_devices(&mut spec) {

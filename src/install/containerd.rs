@@ -13,8 +13,15 @@ use std::path::Path;
 use toml_edit::{Array, Item, Table, Value};
 
 pub const CONFIG_TOML: &str = "/etc/containerd/config.toml";
-/// Annotations that must reach the spec: migward's request and CDI's.
-pub const ANNOTATIONS: [&str; 2] = ["migward/*", "cdi.k8s.io/*"];
+/// Annotations that must reach the spec, by where they come from. A
+/// container's annotations come from the kubelet (a device plugin's
+/// `cdi.k8s.io/*`); a pod's are written by its author, so CDI's are not
+/// passed from there: a pod annotation `cdi.k8s.io/…` would forge what only
+/// the device plugin may say.
+pub const ANNOTATIONS: [(&str, &[&str]); 2] = [
+    ("pod_annotations", &["migward/*"]),
+    ("container_annotations", &["migward/*", "cdi.k8s.io/*"]),
+];
 
 /// The CRI plugin's `containerd` table for the config's version.
 fn cri_path(doc: &TomlDoc) -> Result<KeyPath, String> {
@@ -59,10 +66,14 @@ pub fn install(
     table.insert(RUNTIME_NAME, Item::Table(runtime));
     rec.note_set([runtimes, key(&[RUNTIME_NAME])].concat(), None);
     said.push(format!(
-        "runtime `{RUNTIME_NAME}` (io.containerd.runc.v2, BinaryName = {}){}; annotations {} reach the spec",
+        "runtime `{RUNTIME_NAME}` (io.containerd.runc.v2, BinaryName = {}){}; annotations reach the spec: {}",
         t.runtime_bin.display(),
         if from_runc { ", options copied from `runc`" } else { "" },
-        ANNOTATIONS.join(", ")
+        ANNOTATIONS
+            .iter()
+            .map(|(name, list)| format!("{name} {}", list.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
     ));
 
     if default {
@@ -94,7 +105,7 @@ fn migward_runtime(runtimes: &Table, t: &Target) -> Table {
         "runtime_type",
         Value::from("io.containerd.runc.v2"),
     );
-    for name in ["pod_annotations", "container_annotations"] {
+    for (name, wanted) in ANNOTATIONS {
         let mut list: Vec<String> = rt
             .get(name)
             .and_then(Item::as_array)
@@ -104,7 +115,7 @@ fn migward_runtime(runtimes: &Table, t: &Target) -> Table {
                     .collect()
             })
             .unwrap_or_default();
-        for a in ANNOTATIONS {
+        for &a in wanted {
             if !list.iter().any(|x| x == a) {
                 list.push(a.to_string());
             }

@@ -100,10 +100,18 @@ const MAJORS: NodeMajors = NodeMajors {
     caps: Some(508),
 };
 
+fn kinds() -> &'static [String] {
+    static KINDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KINDS.get_or_init(|| crate::config::Config::default().cdi_kinds)
+}
+
 fn policy() -> RequestPolicy<'static> {
     RequestPolicy {
         annotation: "migward/devices",
         env_requests: true,
+        annotation_requests: true,
+        untrusted: Untrusted::Ignore,
+        cdi_kinds: kinds(),
         engine_nodes: Some(MAJORS),
     }
 }
@@ -292,4 +300,199 @@ fn malformed_env_names_the_variable() {
         err.contains("process.env is not a list of strings"),
         "{err}"
     );
+}
+
+/// A device plugin's `volume-mounts` form: `/dev/null` once per device.
+fn plugin_spec(env: &[&str], ids: &[&str]) -> serde_json::Value {
+    let mut s = spec(env, json!({}));
+    let mut mounts = vec![json!({"destination": "/proc", "type": "proc", "source": "proc"})];
+    for id in ids {
+        mounts.push(json!({
+            "destination": format!("{PLUGIN_MOUNT_DIR}/{id}"),
+            "type": "bind", "source": "/dev/null", "options": ["rbind", "ro"]
+        }));
+    }
+    s["mounts"] = json!(mounts);
+    s
+}
+
+#[test]
+fn device_plugin_volume_mounts_are_a_request() {
+    let p = policy();
+    let env = format!("NVIDIA_VISIBLE_DEVICES={PLUGIN_MOUNT_DIR}");
+    let mig = format!("MIG-{U}");
+    let s = plugin_spec(&[&env], &[&mig, "3:1", &mig]);
+    let got = Request::from_spec(&s, &p).unwrap().unwrap();
+    assert_eq!(got.source, Source::PluginMounts);
+    assert_eq!(
+        got.ids,
+        vec![DeviceId::MigUuid(mig.clone()), DeviceId::MigIndex(3, 1)]
+    );
+    // The env pointing at the mounts alone asks for nothing.
+    assert_eq!(
+        Request::from_spec(&plugin_spec(&[&env], &[]), &p).unwrap(),
+        None
+    );
+    // The CDI form of the mount names a qualified device; another vendor's passes.
+    let cdi = format!("cdi/k8s.device-plugin.nvidia.com/gpu={mig}");
+    let s = plugin_spec(&[], &[&cdi, "cdi/vendor.example/fpga=0"]);
+    let got = Request::from_spec(&s, &p).unwrap().unwrap();
+    assert_eq!(got.ids, vec![DeviceId::MigUuid(mig.clone())]);
+    // Only /dev/null-sourced mounts are the plugin's.
+    let mut s = plugin_spec(&[], &[]);
+    s["mounts"] = json!([{"destination": format!("{PLUGIN_MOUNT_DIR}/{mig}"), "source": "/tmp/x"}]);
+    assert_eq!(Request::from_spec(&s, &p).unwrap(), None);
+    // A bad id names the mount; a list in one name is refused.
+    for (id, want) in [
+        ("MIG-zz", "MIG-zz"),
+        ("0,1", "more than one device"),
+        ("cdi/nogpu", "not a CDI device name"),
+    ] {
+        let err = Request::from_spec(&plugin_spec(&[], &[id]), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "device-plugin mounts under {PLUGIN_MOUNT_DIR} value \"{PLUGIN_MOUNT_DIR}/"
+            )) && err.contains(want),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn cdi_annotations_are_a_request() {
+    let p = policy();
+    let mig = format!("MIG-{U}");
+    let key = "cdi.k8s.io/nvidia-device-plugin_7f3a";
+    let s = spec(
+        &[],
+        json!({key: format!("k8s.device-plugin.nvidia.com/gpu={mig},nvidia.com/gpu=0:2")}),
+    );
+    let got = Request::from_spec(&s, &p).unwrap().unwrap();
+    assert_eq!(got.source, Source::CdiAnnotation(key.into()));
+    assert_eq!(
+        got.ids,
+        vec![DeviceId::MigUuid(mig.clone()), DeviceId::MigIndex(0, 2)]
+    );
+    // Another vendor's devices pass, and so do other annotations.
+    let s = spec(
+        &[],
+        json!({"cdi.k8s.io/fpga": "vendor.example/fpga=0", "io.kubernetes.cri.container-type": "container"}),
+    );
+    assert_eq!(Request::from_spec(&s, &p).unwrap(), None);
+    // A malformed value names the annotation.
+    let s = spec(&[], json!({key: "MIG-x"}));
+    let err = Request::from_spec(&s, &p).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("annotation {key} value \"MIG-x\"")),
+        "{err}"
+    );
+    let s = spec(&[], json!({key: "nvidia.com/gpu=MIG-zz"}));
+    let err = Request::from_spec(&s, &p).unwrap_err().to_string();
+    assert!(err.contains("MIG-zz"), "{err}");
+}
+
+#[test]
+fn kubelet_sources_rank_above_the_authors_env() {
+    let p = policy();
+    let other = "MIG-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+    let mig = format!("MIG-{U}");
+    let env = format!("CUDA_VISIBLE_DEVICES={other}");
+    let got = Request::from_spec(&plugin_spec(&[&env], &[&mig]), &p)
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.source, Source::PluginMounts);
+    let s = spec(
+        &[&env],
+        json!({"cdi.k8s.io/x": format!("nvidia.com/gpu={mig}")}),
+    );
+    let got = Request::from_spec(&s, &p).unwrap().unwrap();
+    assert_eq!(got.source, Source::CdiAnnotation("cdi.k8s.io/x".into()));
+}
+
+#[test]
+fn untrusted_author_requests_are_ignored_or_refused() {
+    let mig = format!("MIG-{U}");
+    let k8s = RequestPolicy {
+        env_requests: false,
+        annotation_requests: false,
+        ..policy()
+    };
+    // Forged env and annotation: ignored, each with a note; the container
+    // asks for nothing.
+    let s = spec(
+        &[
+            &format!("NVIDIA_VISIBLE_DEVICES={mig}"),
+            "CUDA_VISIBLE_DEVICES=1g.10gb",
+        ],
+        json!({"migward/devices": "0"}),
+    );
+    let r = Request::read(&s, &k8s).unwrap();
+    assert_eq!(r.request, None);
+    assert_eq!(r.ignored.len(), 3, "{:?}", r.ignored);
+    assert!(
+        r.ignored[0].starts_with(
+            "annotation migward/devices value \"0\" ignored: annotation_requests = false"
+        ),
+        "{:?}",
+        r.ignored
+    );
+    assert!(
+        r.ignored[2].contains("env_requests = false"),
+        "{:?}",
+        r.ignored
+    );
+    // What the kubelet wrote still counts, past the ignored env.
+    let s = plugin_spec(&[&format!("NVIDIA_VISIBLE_DEVICES={mig}")], &[&mig]);
+    let r = Request::read(&s, &k8s).unwrap();
+    assert_eq!(r.request.unwrap().source, Source::PluginMounts);
+    assert!(r.ignored.is_empty(), "read stops at the plugin's mounts");
+    let s = cdi_spec(&[&format!("NVIDIA_VISIBLE_DEVICES={mig}")], json!({}));
+    let r = Request::read(&s, &k8s).unwrap();
+    assert_eq!(r.request.unwrap().source, Source::EngineNodes);
+    assert_eq!(r.ignored.len(), 1);
+    // A malformed forged value is ignored like any other; `void` and an
+    // index-only CUDA_VISIBLE_DEVICES are no request at all.
+    let s = spec(&["NVIDIA_VISIBLE_DEVICES=MIG-zz"], json!({}));
+    assert_eq!(Request::read(&s, &k8s).unwrap().ignored.len(), 1);
+    let s = spec(
+        &["NVIDIA_VISIBLE_DEVICES=void", "CUDA_VISIBLE_DEVICES=0"],
+        json!({}),
+    );
+    assert_eq!(Request::read(&s, &k8s).unwrap(), Reading::default());
+
+    let refuse = RequestPolicy {
+        untrusted: Untrusted::Refuse,
+        ..k8s
+    };
+    let s = spec(&[&format!("NVIDIA_VISIBLE_DEVICES={mig}")], json!({}));
+    let err = Request::from_spec(&s, &refuse).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("env NVIDIA_VISIBLE_DEVICES value \"{mig}\" is a request this host does not accept from a container's author (env_requests = false)")),
+        "{err}"
+    );
+    let s = spec(&["NVIDIA_VISIBLE_DEVICES=void"], json!({}));
+    assert_eq!(Request::from_spec(&s, &refuse).unwrap(), None);
+}
+
+#[test]
+fn a_pods_sandbox_container_asks_for_nothing() {
+    let mig = format!("MIG-{U}");
+    for mark in SANDBOX_MARKS {
+        let s = spec(
+            &[&format!("NVIDIA_VISIBLE_DEVICES={mig}")],
+            json!({mark: "sandbox", "migward/devices": "1g.10gb", "cdi.k8s.io/x": format!("nvidia.com/gpu={mig}")}),
+        );
+        assert_eq!(
+            Request::read(&s, &policy()).unwrap(),
+            Reading::default(),
+            "{mark}"
+        );
+        let s = spec(&[], json!({mark: "container", "migward/devices": "0"}));
+        assert!(
+            Request::from_spec(&s, &policy()).unwrap().is_some(),
+            "{mark}"
+        );
+    }
 }

@@ -136,7 +136,13 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
     };
     let (path, mut spec) = crate::spec::load_bundle(&bundle)?;
     let majors = apply::gpu_majors(config);
-    let Some(request) = apply::gpu_request(config, &spec, &id, &majors)? else {
+    let warn = |msg: &str| {
+        eprintln!("migward-runtime: warning: {msg}");
+        if let Some(log_path) = &inv.log {
+            log::warning(log_path, inv.log_format_json, &format!("migward: {msg}"));
+        }
+    };
+    let Some(request) = apply::gpu_request(config, &spec, &id, &majors, &mut |m| warn(&m))? else {
         // No GPU request: the container must see no NVIDIA node, even one
         // an engine passed through (engine_devices = "strip"), and a runtime
         // below (such as nvidia-container-runtime) must not add any:
@@ -149,12 +155,6 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         return Ok(None);
     };
     validate_id(&id)?;
-    let warn = |msg: &str| {
-        eprintln!("migward-runtime: warning: {msg}");
-        if let Some(log_path) = &inv.log {
-            log::warning(log_path, inv.log_format_json, &format!("migward: {msg}"));
-        }
-    };
     let who = apply::HolderOf {
         id: &id,
         bundle: Some(&bundle),
