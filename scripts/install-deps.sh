@@ -38,6 +38,8 @@ declare -A NEED=(
     [ip]=iproute2
     [dpkg-deb]=dpkg
     [gzip]=gzip
+    # k8s-cri (the CRI test client) generates its gRPC code with protoc
+    [protoc]=protobuf-compiler
 )
 
 have() {

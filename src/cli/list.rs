@@ -67,11 +67,8 @@ impl Holders<'_> {
 
     fn text(&self, gpu: &Gpu, m: &MigDevice) -> String {
         match self.of(gpu, m) {
-            Some(l) if l.live() => l.holder.container_id.chars().take(24).collect(),
-            Some(l) => format!(
-                "{} (stale)",
-                l.holder.container_id.chars().take(16).collect::<String>()
-            ),
+            Some(l) if l.live() => l.who(),
+            Some(l) => format!("{} (stale)", l.who()),
             None => "-".into(),
         }
     }

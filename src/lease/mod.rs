@@ -243,6 +243,25 @@ impl Lease {
         self.labels_text()
     }
 
+    /// The holder as a person knows it: `namespace/pod/container` for a
+    /// Kubernetes pod, `project/service` for a compose service, else the
+    /// container id (cut to 24 characters).
+    pub fn who(&self) -> String {
+        let l = &self.holder.labels;
+        let get = |k: &str| l.get(k).map(String::as_str);
+        match (get("k8s_namespace"), get("k8s_pod"), get("k8s_container")) {
+            (ns, Some(pod), c) => [ns, Some(pod), c]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("/"),
+            _ => match (get("compose_project"), get("compose_service")) {
+                (Some(p), Some(s)) => format!("{p}/{s}"),
+                _ => self.holder.container_id.chars().take(24).collect(),
+            },
+        }
+    }
+
     pub fn labels_text(&self) -> String {
         if self.holder.labels.is_empty() {
             return String::new();
@@ -259,11 +278,13 @@ impl Lease {
 
 /// Labels worth showing, from a spec's annotations.
 pub fn labels_from_spec(spec: &serde_json::Value) -> BTreeMap<String, String> {
-    const KEYS: [(&str, &str); 7] = [
+    // CRI-O's pod and container annotations, then containerd's CRI ones.
+    const KEYS: [(&str, &str); 8] = [
         ("com.docker.compose.project", "compose_project"),
         ("com.docker.compose.service", "compose_service"),
         ("io.kubernetes.pod.namespace", "k8s_namespace"),
         ("io.kubernetes.pod.name", "k8s_pod"),
+        ("io.kubernetes.container.name", "k8s_container"),
         ("io.kubernetes.cri.sandbox-namespace", "k8s_namespace"),
         ("io.kubernetes.cri.sandbox-name", "k8s_pod"),
         ("io.kubernetes.cri.container-name", "k8s_container"),

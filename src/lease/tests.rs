@@ -279,6 +279,27 @@ fn labels_come_from_annotations() {
 }
 
 #[test]
+fn a_holder_is_named_as_a_person_knows_it() {
+    let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let who = |annotations: serde_json::Value| {
+        let mut h = holder(id, None);
+        h.labels = labels_from_spec(&serde_json::json!({ "annotations": annotations }));
+        Lease::new(h, vec![]).who()
+    };
+    // containerd's CRI and CRI-O's annotations.
+    let cri = serde_json::json!({"io.kubernetes.cri.sandbox-namespace": "team-a",
+        "io.kubernetes.cri.sandbox-name": "nb", "io.kubernetes.cri.container-name": "main"});
+    assert_eq!(who(cri), "team-a/nb/main");
+    let crio = serde_json::json!({"io.kubernetes.pod.namespace": "ml", "io.kubernetes.pod.name": "train",
+        "io.kubernetes.container.name": "step"});
+    assert_eq!(who(crio), "ml/train/step");
+    assert_eq!(who(serde_json::json!({"io.kubernetes.pod.name": "p"})), "p");
+    let compose = serde_json::json!({"com.docker.compose.project": "lab", "com.docker.compose.service": "worker"});
+    assert_eq!(who(compose), "lab/worker");
+    assert_eq!(who(serde_json::json!({})), &id[..24]);
+}
+
+#[test]
 fn pid_file_liveness_for_other_runtimes() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("init.pid");

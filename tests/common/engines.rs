@@ -332,6 +332,11 @@ fn sha256_file(path: &Path) -> String {
 /// A one-layer OCI image-layout tarball of busybox (`dir/busybox-oci.tar`) named `name`
 /// (e.g. `docker.io/local/busybox:1`), for `ctr image import`. Its config sets PATH and `sh`.
 pub fn busybox_oci_tar(dir: &Path, name: &str) -> PathBuf {
+    busybox_oci_tar_cmd(dir, name, &["sh"])
+}
+
+/// [`busybox_oci_tar`] with the image's `Cmd` given (a pause image: one that never exits).
+pub fn busybox_oci_tar_cmd(dir: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     let rootfs = busybox_rootfs_at(&dir.join("oci-rootfs"));
     let layout = dir.join("oci-layout");
     let blobs = layout.join("blobs/sha256");
@@ -350,7 +355,7 @@ pub fn busybox_oci_tar(dir: &Path, name: &str) -> PathBuf {
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": { "Env": [CONTAINER_PATH], "Cmd": ["sh"] },
+        "config": { "Env": [CONTAINER_PATH], "Cmd": cmd },
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer}")] }
     });
     let cfg_tmp = layout.join("config.json");
@@ -493,7 +498,7 @@ fn signal(pid: i32, sig: i32) {
 }
 
 /// SIGTERM to the child, up to `grace` for it to exit, then SIGKILL. Reaps it.
-fn stop_child(child: &mut Child, grace: Duration) {
+pub fn stop_child(child: &mut Child, grace: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -516,7 +521,7 @@ fn cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<Child, String> {
+pub fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<Child, String> {
     let f = fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
     let f2 = f.try_clone().map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null())
@@ -527,7 +532,7 @@ fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<Child, String> {
 }
 
 /// Polls `ready` every 100 ms until it returns true, the daemon exits, or `timeout` passes.
-fn wait_ready(
+pub fn wait_ready(
     child: &mut Child,
     what: &str,
     log: &Path,
