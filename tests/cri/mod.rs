@@ -61,13 +61,13 @@ pub struct Ctr<'a> {
 /// with its paths under `dir` and what CRI needs offline (a local pause
 /// image, no CNI, `restrict_oom_score_adj`, without which runc cannot write
 /// `oom_score_adj` on these VMs).
-fn private_config(dir: &Path) -> String {
+fn private_config(dir: &Path, state: &Path) -> String {
     let out = engines::output(Command::new(require("containerd")).args(["config", "default"]));
     let text = engines::expect_success(&out, "containerd config default");
     let mut doc: toml_edit::DocumentMut = text.parse().expect("containerd's default config");
     let p = |s: &str| toml_edit::value(dir.join(s).display().to_string());
     doc["root"] = p("root");
-    doc["state"] = p("state");
+    doc["state"] = toml_edit::value(state.display().to_string());
     doc["grpc"]["address"] = p("c.sock");
     doc["ttrpc"]["address"] = p("c.sock.ttrpc");
     doc["plugins"]["io.containerd.internal.v1.opt"]["path"] = p("opt");
@@ -90,6 +90,12 @@ impl Node {
     /// name a config that is not the default), and imports a pause and a
     /// busybox image.
     pub fn start(sim: &Sim, config: &Path, install_args: &[&str]) -> Node {
+        Node::start_with_state(sim, config, install_args, &sim.path("cri/state"))
+    }
+
+    /// [`Node::start`] with containerd's state (bundles, shim sockets'
+    /// records) in `state`: a tmpfs, as `/run/containerd` is on a node.
+    pub fn start_with_state(sim: &Sim, config: &Path, install_args: &[&str], state: &Path) -> Node {
         engines::require_root();
         require("containerd-shim-runc-v2");
         let dir = sim.path("cri");
@@ -100,7 +106,7 @@ impl Node {
         }
         let node_root = dir.join("node");
         let cfg = node_root.join("etc/containerd/config.toml");
-        write(&cfg, private_config(&dir));
+        write(&cfg, private_config(&dir, state));
         let link = shim_link(&dir);
         let out = engines::output(
             Command::new(MIGWARD)
