@@ -288,34 +288,25 @@ fn plugin_mounts(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestEr
         else {
             continue;
         };
+        // Every error names the mount, not the id cut out of it.
+        let malformed = |problem: String| RequestError::Malformed {
+            origin: Source::PluginMounts,
+            value: shown(dest),
+            problem,
+        };
         let id = match id.strip_prefix("cdi/") {
-            Some(qualified) => {
-                cdi_device(qualified, policy).map_err(|problem| RequestError::Malformed {
-                    origin: Source::PluginMounts,
-                    value: shown(dest),
-                    problem,
-                })?
-            }
+            Some(qualified) => cdi_device(qualified, policy).map_err(malformed)?,
             None => Some(id),
         };
         let Some(id) = id else { continue };
         if id.contains(',') {
-            return Err(RequestError::Malformed {
-                origin: Source::PluginMounts,
-                value: shown(dest),
-                problem: "names more than one device: the plugin mounts one per device".into(),
-            });
+            return Err(malformed(
+                "names more than one device: the plugin mounts one per device".into(),
+            ));
         }
         match Request::parse(Source::PluginMounts, id) {
-            Ok(Some(r)) => ids.extend(r.ids),
-            Ok(None) => {}
-            Err(RequestError::Malformed { problem, .. }) => {
-                return Err(RequestError::Malformed {
-                    origin: Source::PluginMounts,
-                    value: shown(dest),
-                    problem,
-                })
-            }
+            Ok(r) => ids.extend(r.map(|r| r.ids).unwrap_or_default()),
+            Err(RequestError::Malformed { problem, .. }) => return Err(malformed(problem)),
             Err(e) => return Err(e),
         }
     }
@@ -425,16 +416,7 @@ fn cuda_env(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> 
     if !names_mig {
         return Ok(Said::Nothing);
     }
-    let source = Source::Env("CUDA_VISIBLE_DEVICES");
-    let s = said(source.clone(), value);
-    authored(
-        s,
-        policy.env_requests,
-        "env_requests",
-        policy,
-        source,
-        value,
-    )
+    env_request("CUDA_VISIBLE_DEVICES", value, policy)
 }
 
 fn nvidia_env(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError> {
@@ -446,7 +428,16 @@ fn nvidia_env(spec: &Value, policy: &RequestPolicy) -> Result<Said, RequestError
     if value.trim_end_matches('/') == PLUGIN_MOUNT_DIR {
         return Ok(Said::Nothing);
     }
-    let source = Source::Env("NVIDIA_VISIBLE_DEVICES");
+    env_request("NVIDIA_VISIBLE_DEVICES", value, policy)
+}
+
+/// What env variable `name` says, under the policy's trust in env.
+fn env_request(
+    name: &'static str,
+    value: &str,
+    policy: &RequestPolicy,
+) -> Result<Said, RequestError> {
+    let source = Source::Env(name);
     let s = said(source.clone(), value);
     authored(
         s,
