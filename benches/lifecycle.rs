@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod util;
+
+use util::config_with;
+
 const MIGWARD: &str = env!("CARGO_BIN_EXE_migward");
 
 struct Stats {
@@ -135,25 +139,8 @@ fn max_rss_kb(out: &std::process::Output) -> u64 {
 }
 
 /// A config text with `key` set to the path `value`.
-fn config_with(base: &str, key: &str, value: &Path) -> String {
-    let mut out: String = base
-        .lines()
-        .filter(|l| !l.starts_with(key))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    out.push_str(&format!("{key} = {:?}\n", value.display().to_string()));
-    out
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if smoke { 3 } else { 60 });
+    let (smoke, runs) = util::runs(60);
 
     // Bundles and leases live on tmpfs, as they do on a production host
     // (containerd and docker keep bundles under /run, migward its leases in

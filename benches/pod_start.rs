@@ -9,6 +9,8 @@
 //! `cargo bench --bench pod_start -- [--runs N] [--smoke]` (via
 //! `scripts/bench.sh`). Needs root, containerd and the fake NVML library.
 
+mod util;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/cri/mod.rs"]
@@ -17,7 +19,9 @@ mod cri;
 
 use common::sim::Sim;
 use cri::{Ctr, Node};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use util::config_with;
 
 struct Variant {
     name: &'static str,
@@ -38,17 +42,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
+    if std::env::args().any(|a| a == "--list") {
         return; // cargo's bench discovery
     }
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if smoke { 3 } else { 40 });
+    let (_, runs) = util::runs(40);
 
     let sim = Sim::new("a100x4-mixed");
     // migward's own cost: without the simulated driver's CDI edits (its
@@ -58,18 +55,9 @@ fn main() {
     // this VM: fsyncs there would be measured, not migward).
     let shm = tempfile::tempdir_in("/dev/shm").expect("a tmpfs dir");
     let base = std::fs::read_to_string(sim.config()).unwrap();
-    let text: String = base
-        .lines()
-        .filter(|l| !l.starts_with("state_dir"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let state = shm.path().join("leases");
+    let text = config_with(&base, "state_dir", &shm.path().join("leases"));
     let config = sim.path("bench.toml");
-    let extra = format!(
-        "state_dir = {:?}\ndriver = \"none\"\n",
-        state.display().to_string()
-    );
-    std::fs::write(&config, text + &extra).unwrap();
+    std::fs::write(&config, config_with(&text, "driver", Path::new("none"))).unwrap();
     let mut node = Node::start_with_state(&sim, &config, &[], &shm.path().join("containerd"));
     let uuid = sim.mig_uuid(3, 4);
     let mut variants = [
