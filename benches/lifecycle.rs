@@ -138,7 +138,116 @@ fn max_rss_kb(out: &std::process::Output) -> u64 {
         .unwrap_or_else(|| panic!("no RSS in /usr/bin/time output: {text}"))
 }
 
-/// A config text with `key` set to the path `value`.
+/// The lifecycle table: containerd-style verbs (`util::verbs`), each
+/// variant against its reference in the same round.
+fn containerd_lifecycle(
+    d: &Path,
+    runs: usize,
+    shim: &Path,
+    config: &Path,
+    state_dir: &Path,
+    [plain, byhand, mig]: [&Path; 3],
+    mig_pristine: &[u8],
+) {
+    use util::verbs::{self, Runtime, VERBS};
+    let runc = verbs::which("runc").expect("runc on PATH");
+    let plain_rt = |bin: &Path| Runtime {
+        bin: bin.to_path_buf(),
+        env: vec![],
+    };
+    let migward = Runtime {
+        bin: shim.to_path_buf(),
+        env: vec![("MIGWARD_CONFIG".into(), config.to_path_buf())],
+    };
+    let floor = verbs::exec_only_shim(d, "exec-only-runc", &runc);
+    // (name, runtime, bundle, index of the reference variant)
+    let mut variants: Vec<(String, Runtime, &Path, usize)> = vec![
+        ("runc, no devices".into(), plain_rt(&runc), plain, 0),
+        ("migward, no GPU request".into(), migward.clone(), plain, 0),
+        (
+            "static C exec-only shim, then runc (the floor of any exec shim)".into(),
+            plain_rt(&floor),
+            plain,
+            0,
+        ),
+        (
+            "runc, the MIG instance's nodes and rules by hand".into(),
+            plain_rt(&runc),
+            byhand,
+            3,
+        ),
+        ("migward, MIG request".into(), migward, mig, 3),
+    ];
+    // On a host with NVIDIA's toolkit, its runtime in the same run.
+    if let Some(nvidia) = verbs::which("nvidia-container-runtime") {
+        variants.push((
+            format!("{}, no GPU request", nvidia.display()),
+            plain_rt(&nvidia),
+            plain,
+            0,
+        ));
+    }
+    let root = d.join("runc-verbs");
+    let mut verb_stats: Vec<[Stats; 4]> = variants
+        .iter()
+        .map(|_| std::array::from_fn(|_| Stats::new()))
+        .collect();
+    verbs::subreaper(true);
+    for i in 0..runs {
+        for (v, (_, rt, bundle, _)) in variants.iter().enumerate() {
+            if *bundle == mig {
+                std::fs::write(mig.join("config.json"), mig_pristine).unwrap();
+            }
+            let took = verbs::life(rt, &root, bundle, &format!("c{v}-{i}"));
+            for (stats, t) in verb_stats[v].iter_mut().zip(took) {
+                stats.samples.push(t);
+            }
+        }
+    }
+    verbs::subreaper(false);
+    assert!(
+        Store::new(state_dir).all().unwrap().is_empty(),
+        "delete left a lease behind"
+    );
+    let whole: Vec<Stats> = verb_stats
+        .iter()
+        .map(|per_verb| Stats {
+            samples: (0..runs)
+                .map(|i| per_verb.iter().map(|s| s.samples[i]).sum())
+                .collect(),
+        })
+        .collect();
+    println!(
+        "## A container's whole life as containerd drives it (busybox `true`), {runs} interleaved runs each\n"
+    );
+    println!("`create --pid-file`, `start`, wait for the init to exit (the bench is its subreaper, as containerd's shim is), `delete`; every verb through the runtime under test.\n");
+    println!("| variant | median ms | p90 ms | reference | ratio to reference (medians) | added over reference, paired median ms |");
+    println!("|---|---|---|---|---|---|");
+    for (v, (name, _, _, r)) in variants.iter().enumerate() {
+        println!(
+            "| {name} | {} | {} | {} | {:.3} | {:+.2} |",
+            ms(whole[v].median()),
+            ms(whole[v].pct(90.0)),
+            if *r == v { "itself" } else { &variants[*r].0 },
+            whole[v].median().as_secs_f64() / whole[*r].median().as_secs_f64(),
+            paired_ms(&whole[v], &whole[*r])
+        );
+    }
+    println!("\nPer verb, added over the reference (paired median ms):\n");
+    println!("| variant | {} |", VERBS.join(" | "));
+    println!("|---|{}", "---|".repeat(VERBS.len()));
+    for (v, (name, _, _, r)) in variants.iter().enumerate() {
+        if *r == v {
+            continue;
+        }
+        let cells: Vec<String> = (0..VERBS.len())
+            .map(|k| format!("{:+.2}", paired_ms(&verb_stats[v][k], &verb_stats[*r][k])))
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    println!();
+}
+
 fn main() {
     let (smoke, runs) = util::runs(60);
 
@@ -249,6 +358,17 @@ fn main() {
     }
     let root = d.join("runc");
 
+    // 0. A container's whole life the way containerd drives the runtime.
+    containerd_lifecycle(
+        d,
+        runs,
+        &shim,
+        &config_path,
+        &config.state_dir,
+        [&plain, &byhand, &mig],
+        &mig_pristine,
+    );
+
     // 1. Full lifecycle, interleaved.
     let names = [
         "runc run (plain)",
@@ -319,7 +439,8 @@ fn main() {
     };
     let true_only = with_true(&config_path, "true-only.toml");
     let true_driver = with_true(&driver_config, "true-driver.toml");
-    let mut own: Vec<Stats> = (0..4).map(|_| Stats::new()).collect();
+    let exec_only = util::verbs::exec_only_shim(d, "exec-only-true", Path::new("/bin/true"));
+    let mut own: Vec<Stats> = (0..5).map(|_| Stats::new()).collect();
     for i in 0..runs * 3 {
         own[0].samples.push(timed(
             Command::new("/bin/true")
@@ -327,6 +448,13 @@ fn main() {
                 .arg(&plain)
                 .arg("x"),
             "true",
+        ));
+        own[4].samples.push(timed(
+            Command::new(&exec_only)
+                .args(["create", "--bundle"])
+                .arg(&plain)
+                .arg("x"),
+            "exec-only shim",
         ));
         let mut pass = Command::new(&shim);
         pass.env("MIGWARD_CONFIG", &true_only)
@@ -363,6 +491,7 @@ fn main() {
         "shim, no GPU request",
         "shim, MIG request (plan, lease, spec write)",
         "shim, MIG request, driver from the CDI spec (read, check, apply)",
+        "static C program that only execs `/bin/true` (the floor of any exec shim)",
     ]
     .iter()
     .zip(&own)

@@ -340,7 +340,8 @@ pub fn foreign_gpu_device(spec: &Value, plan: Option<&Plan>, majors: NodeMajors)
 
 /// The whole spec edit: engine-provided NVIDIA nodes out; the driver's
 /// files (per the `driver` config) in; the plan's nodes, rules and env in;
-/// and the release hook. A profile asked for by annotation is rewritten
+/// and, with `release_hook`, the `poststop` hook that frees the lease. A
+/// profile asked for by annotation is rewritten
 /// there to the granted UUIDs, so the spec names what was picked (podman's
 /// createRuntime hook reads it again). Warnings (no driver files, a common
 /// node missing) go to `warn`, one line each.
@@ -350,6 +351,7 @@ pub fn edit_spec(
     plan: &Plan,
     config: &Config,
     majors: &GpuMajors,
+    release_hook: bool,
     warn: &mut dyn FnMut(String),
 ) -> Result<(), ApplyError> {
     let driver = crate::driver::choose(config)?;
@@ -371,7 +373,9 @@ pub fn edit_spec(
             edit::set_annotation(spec, key, &plan.visible());
         }
     }
-    edit::add_hook(spec, "poststop", release_hook(config)?);
+    if release_hook {
+        edit::add_hook(spec, "poststop", self::release_hook(config)?);
+    }
     Ok(())
 }
 

@@ -73,6 +73,21 @@ fn runc_container_gets_exactly_its_instance() {
         env.contains(&format!("NVIDIA_VISIBLE_DEVICES={uuid}").as_str()),
         "{env:?}"
     );
+    // `run` ends with runc deleting the container itself, no `delete` verb
+    // comes: the poststop hook freed the lease.
+    // Absolute path, explicit env, a timeout (DESIGN.md, CVE-2025-23266).
+    let poststop = cfg["hooks"]["poststop"].as_array().unwrap();
+    assert_eq!(poststop.len(), 1);
+    assert!(poststop[0]["path"].as_str().unwrap().starts_with('/'));
+    assert_eq!(
+        poststop[0]["args"].as_array().unwrap()[1..3],
+        [json!("hook"), json!("poststop")]
+    );
+    assert!(
+        poststop[0]["env"].is_array() && poststop[0]["timeout"].is_u64(),
+        "{poststop:?}"
+    );
+    assert_eq!(sim.leases(), Vec::<Value>::new());
 }
 
 #[test]
@@ -167,25 +182,17 @@ fn spec_fields_and_hooks_survive() {
     );
     engines::expect_success(&out, "shim create");
     let after = load_config(&bundle);
+    assert_eq!(sim.leases().len(), 1);
     let out = shim(&sim, &link, &root, &["delete", "--force", "mw-spec-1"]);
     engines::expect_success(&out, "shim delete");
+    // `create` adds no release hook: our `delete` freed the lease.
+    assert_eq!(sim.leases(), Vec::<Value>::new());
     assert_eq!(after["annotations"], annotations);
     assert_eq!(after["x-vendor-extension"], cfg["x-vendor-extension"]);
     assert_eq!(after["process"]["x-unknown-process-field"], "kept");
     assert_eq!(after["linux"]["x-future"], cfg["linux"]["x-future"]);
     assert_eq!(after["hooks"]["prestart"], cfg["hooks"]["prestart"]);
-    // Our release hook: absolute path, explicit env, a timeout.
-    let poststop = after["hooks"]["poststop"].as_array().unwrap();
-    assert_eq!(poststop.len(), 1);
-    assert!(poststop[0]["path"].as_str().unwrap().starts_with('/'));
-    assert_eq!(
-        poststop[0]["args"].as_array().unwrap()[1..3],
-        [json!("hook"), json!("poststop")]
-    );
-    assert!(
-        poststop[0]["env"].is_array() && poststop[0]["timeout"].is_u64(),
-        "{poststop:?}"
-    );
+    assert!(after["hooks"].get("poststop").is_none(), "{after}");
     // The simulated driver's CDI spec (driver = "auto"): its hooks, each
     // with an explicit env, and its driver mounts from the driver root.
     let created = after["hooks"]["createContainer"].as_array().unwrap();
@@ -203,7 +210,6 @@ fn spec_fields_and_hooks_survive() {
     // Everything else is as before, plus our devices, rules, env and hooks.
     let mut stripped = after.clone();
     let hooks = stripped["hooks"].as_object_mut().unwrap();
-    hooks.remove("poststop");
     hooks.remove("createContainer");
     stripped["mounts"]
         .as_array_mut()

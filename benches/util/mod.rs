@@ -1,5 +1,8 @@
 //! What both benchmarks need: their arguments and config edits.
 
+#[allow(dead_code)] // pod_start does not drive runtimes itself
+pub mod verbs;
+
 use std::path::Path;
 
 /// `[--runs N] [--smoke]`: whether this is a smoke run, and the runs per

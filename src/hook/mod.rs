@@ -276,7 +276,16 @@ pub fn precreate(
         &mut |m| warn(m),
     )?;
     granted.plan.warnings.iter().for_each(|w| warn(w.clone()));
-    apply::edit_spec(&mut spec, &request, &granted.plan, config, &majors, warn)?;
+    // Hook mode: no migward `delete` comes, so poststop frees the lease.
+    apply::edit_spec(
+        &mut spec,
+        &request,
+        &granted.plan,
+        config,
+        &majors,
+        true,
+        warn,
+    )?;
     let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
     let mut args = vec![Value::from("migward")];
     if let Some(source) = &config.source {

@@ -81,8 +81,9 @@ fn run(inv: &Invocation) -> anyhow::Result<std::convert::Infallible> {
 
 /// `delete`: run the real runtime's delete as a child and free the lease
 /// only once it succeeded (a refused delete leaves a running container,
-/// which keeps its instance), then exit as it did. poststop releases too;
-/// both are idempotent. A broken store must not block the delete.
+/// which keeps its instance), then exit as it did. This is what frees a
+/// created container's lease (a `run` one has the poststop hook too; both
+/// are idempotent). A broken store must not block the delete.
 fn delete(inv: &Invocation, config: &Config) {
     // An id that could not have a lease is not turned into a path at all.
     let id = inv
@@ -173,12 +174,19 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         &mut |m| warn(&m),
     )?;
     granted.plan.warnings.iter().for_each(|w| warn(w));
+    // `create` (every engine's verb) is always followed by our `delete`,
+    // which frees the lease, and a holder that dies without one is
+    // reclaimed by the next acquire: no poststop hook, one process less
+    // per container. `run` and `restore` end with runc deleting the
+    // container itself, so there poststop frees it.
+    let release_hook = inv.verb.as_deref() != Some("create");
     let written = apply::edit_spec(
         &mut spec,
         &request,
         &granted.plan,
         config,
         &majors,
+        release_hook,
         &mut |m| warn(&m),
     )
     .map_err(anyhow::Error::from)
