@@ -146,7 +146,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message: e.message().trim().replace('\n', " "),
+            message: crate::toml_error(text, &e),
         })?;
         if let Some(dir) = config.cdi_dirs.iter().find(|d| !d.is_absolute()) {
             return Err(ConfigError::Invalid {
@@ -231,7 +231,10 @@ mod tests {
     fn bad_config_names_the_problem() {
         let p = Path::new("/etc/migward/config.toml");
         let cases = [
-            ("host_rot = \"/\"", "unknown field `host_rot`"),
+            (
+                "state_dir = \"/run/x\"\nhost_rot = \"/\"",
+                "line 2, column 1: unknown field `host_rot`",
+            ),
             ("exclusive = \"gpu\"", "unknown variant `gpu`"),
             ("engine_devices = \"keep\"", "unknown variant `keep`"),
             ("driver = \"nvidia\"", "unknown variant `nvidia`"),
@@ -242,7 +245,10 @@ mod tests {
             ),
             ("cdi_kinds = [\"nvidia.com/gpu=0\"]", "is not a CDI kind"),
             ("cdi_dirs = [\"cdi\"]", "cdi_dirs entry \"cdi\" is relative"),
-            ("allow_privileged = \"yes\"", "invalid type"),
+            (
+                "allow_privileged = \"yes\"",
+                "line 1, column 20: invalid type",
+            ),
             ("annotation = \" \"", "annotation must not be empty"),
         ];
         for (text, want) in cases {

@@ -37,3 +37,48 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
+
+/// Sets what SIGPIPE does to this process (`libc::SIG_IGN` or
+/// `libc::SIG_DFL`); the binary decides per command (`cli::main`).
+pub fn sigpipe(action: libc::sighandler_t) {
+    // SAFETY: installs no handler function, only a disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, action);
+    }
+}
+
+/// A TOML error as `line L, column C: message`, one line, for a file a
+/// person edits (the position from the error's span in `text`).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|c| *c != '\n').count() + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn toml_errors_name_line_and_column() {
+        let text = "a = 1\nbogus = 2\n";
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct A {
+            a: u32,
+        }
+        let e = toml::from_str::<A>(text).unwrap_err();
+        let line = super::toml_error(text, &e);
+        assert!(
+            line.starts_with("line 2, column 1: unknown field `bogus`"),
+            "{line}"
+        );
+        let e = toml::from_str::<A>("a = \"x\"").unwrap_err();
+        let line = super::toml_error("a = \"x\"", &e);
+        assert!(line.starts_with("line 1, column 5: invalid type"), "{line}");
+    }
+}

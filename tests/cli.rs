@@ -364,9 +364,12 @@ fn config_errors_name_the_key() {
     let sim = Sim::new("h100-7x1g");
     let text = std::fs::read_to_string(sim.config()).unwrap();
     std::fs::write(sim.config(), format!("{text}exclusivity = \"gpu\"\n")).unwrap();
+    let lines = text.lines().count() + 1;
     let out = sim.run(&["list"]);
     assert!(
-        stderr(&out).contains("unknown field `exclusivity`"),
+        stderr(&out).contains(&format!(
+            "line {lines}, column 1: unknown field `exclusivity`"
+        )),
         "{}",
         stderr(&out)
     );
@@ -587,4 +590,44 @@ fn resolve_needs_the_lease_store_only_to_pick_a_profile() {
         err.contains("lease store /proc/migward-none/leases"),
         "{err}"
     );
+}
+
+/// A reader that goes away (`migward list | head -1`) ends a command that
+/// only prints quietly, as for any Unix tool: killed by SIGPIPE or done,
+/// never a panic ("failed printing to stdout: Broken pipe").
+#[test]
+fn a_closed_pipe_is_a_normal_end() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let sim = Sim::new("a100x4-mixed");
+    let commands: [&[&str]; 5] = [
+        &["resolve", "--json", "all"],
+        &["list"],
+        &["list", "--json"],
+        &["generate", "bash"],
+        &["doctor", "--json"],
+    ];
+    for args in commands {
+        let mut child = sim
+            .cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its first byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.code().is_some(),
+            "{args:?}: {:?}",
+            out.status
+        );
+        assert!(!out.status.core_dumped(), "{args:?}: {:?}", out.status);
+    }
 }

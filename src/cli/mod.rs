@@ -66,11 +66,33 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         return runtime::main(&args[2..]);
     }
     let cli = Cli::parse_from(args);
+    crate::sigpipe(if cli.command.only_prints() {
+        // `migward list | head -1`: a closed pipe ends the command quietly,
+        // as it does for every Unix tool (no panic on a failed println!).
+        libc::SIG_DFL
+    } else {
+        // A hook, an install or a lease change is never cut off half way
+        // by a reader that went away: a write fails instead.
+        libc::SIG_IGN
+    });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("migward: {}", crate::one_line(&e));
             ExitCode::from(1)
+        }
+    }
+}
+
+impl Command {
+    /// Commands that only read and print, which a closed pipe may end.
+    fn only_prints(&self) -> bool {
+        match self {
+            Command::List(_) | Command::Resolve(_) | Command::Doctor(_) | Command::Generate(_) => {
+                true
+            }
+            Command::Leases(args) => args.action.is_none(),
+            _ => false,
         }
     }
 }

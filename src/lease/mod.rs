@@ -371,8 +371,21 @@ fn choose(
     for u in lease.units.iter().filter(|_| mode == Mode::Acquire) {
         if let Some(i) = blocking(u, &mut is_live) {
             let other = &others[i];
+            // Name what the holder holds: under gpu-instance exclusivity
+            // it may be another MIG device of the requested one's GI.
+            let theirs = other.units.iter().find(|o| o.overlaps(u)).unwrap_or(u);
+            let what = if theirs == u {
+                u.describe()
+            } else {
+                let asked = u.mig_uuid.clone().unwrap_or_else(|| u.describe());
+                let how = match theirs.gi {
+                    None => "which contains",
+                    Some(_) => "which shares its GPU instance with",
+                };
+                format!("{}, {how} the requested {asked},", theirs.describe())
+            };
             return Err(LeaseError::Held {
-                what: u.describe(),
+                what,
                 holder: other.holder.container_id.clone(),
                 labels: other.holder_hint(),
                 since: other.holder.since.clone(),

@@ -145,6 +145,20 @@ fn live_holder_refuses_stale_holder_is_reclaimed() {
         "{err}"
     );
     assert!(err.contains("migward leases release a --force"), "{err}");
+    // Another MIG device of the same GPU instance (gpu-instance
+    // exclusivity): the refusal names what `a` holds, not the request.
+    let mut sibling = unit("G", Some(1), None);
+    sibling.mig_uuid = Some("MIG-1b".into());
+    let err = store
+        .acquire(&Lease::new(holder("b", me()), vec![sibling]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "GPU 0 GI 1 (1g.10gb, MIG-1), which shares its GPU instance with the requested MIG-1b, is held by container a since"
+        ),
+        "{err}"
+    );
     // Another instance is fine.
     let c = Lease::new(holder("c", me()), vec![unit("G", Some(2), None)]);
     store

@@ -29,7 +29,7 @@ pub enum TopologyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("topology {origin} is not valid TOML: {message}")]
+    #[error("topology {origin}: {message}")]
     Syntax { origin: String, message: String },
     #[error("topology {origin}: gpu {gpu}: {problem}")]
     Invalid {
@@ -174,7 +174,7 @@ impl Topology {
     pub fn parse(text: &str, origin: &str) -> Result<Topology, TopologyError> {
         let spec: FileSpec = toml::from_str(text).map_err(|e| TopologyError::Syntax {
             origin: origin.to_string(),
-            message: e.message().to_string(),
+            message: crate::toml_error(text, &e),
         })?;
         if spec.gpu.is_empty() {
             return Err(TopologyError::Empty {
@@ -301,11 +301,14 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
             .filter(|i| i.profile.id == profile.id)
             .count() as u32;
         if same >= profile.max_count {
+            let fit = match profile.max_count {
+                1 => "one instance".to_string(),
+                count => format!("{count} instances"),
+            };
             return Err(format!(
-                "instance {n}: at most {} instances of {} fit on a {}",
-                profile.max_count,
+                "instance {n}: {} already has {fit} of {}, the most that fit: remove one or pick a smaller profile",
+                model.key(),
                 profile.name,
-                model.key()
             ));
         }
         let free = |start: u32| (start..start + profile.memory_slices).all(|s| !used[s as usize]);
