@@ -291,8 +291,8 @@ fn main() {
     )
     .unwrap();
     let config = Config::load(Some(&config_path)).unwrap();
-    let shim = d.join("migward-runtime");
-    std::os::unix::fs::symlink(MIGWARD, &shim).unwrap();
+    // The shim as engines run it: its own binary (packaging installs it).
+    let shim = PathBuf::from(env!("CARGO_BIN_EXE_migward-runtime"));
     let uuid = NvmlInventory::new(&config.nvml_library).gpus().unwrap()[0].mig_devices[0]
         .uuid
         .clone();
@@ -595,21 +595,27 @@ fn main() {
         ),
     )
     .unwrap();
-    std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
-    let shim_rss = max_rss_kb(
-        &Command::new("/usr/bin/time")
-            .arg("-v")
-            .arg(&shim)
-            .env("MIGWARD_CONFIG", &true_cfg)
-            .args(["--root"])
-            .arg(&root)
-            .args(["create", "--bundle"])
-            .arg(&mig)
-            .arg("rss-probe")
-            .output()
-            .unwrap(),
-    );
-    Store::new(&config.state_dir).release("rss-probe").unwrap();
+    let rss_of_create = |bundle: &Path, cfg: &Path, id: &str| {
+        std::fs::write(mig.join("config.json"), &mig_pristine).unwrap();
+        let kb = max_rss_kb(
+            &Command::new("/usr/bin/time")
+                .arg("-v")
+                .arg(&shim)
+                .env("MIGWARD_CONFIG", cfg)
+                .args(["--root"])
+                .arg(&root)
+                .args(["create", "--bundle"])
+                .arg(bundle)
+                .arg(id)
+                .output()
+                .unwrap(),
+        );
+        Store::new(&config.state_dir).release(id).unwrap();
+        kb
+    };
+    let shim_rss = rss_of_create(&mig, &true_cfg, "rss-probe");
+    let shim_driver_rss = rss_of_create(&mig, &true_driver, "rss-driver");
+    let pass_rss = rss_of_create(&plain, &true_cfg, "rss-plain");
     let hook_rss = max_rss_kb(&output_with_stdin(
         Command::new("/usr/bin/time")
             .arg("-v")
@@ -624,20 +630,28 @@ fn main() {
     let _ = helper.wait();
     let _ = std::fs::remove_dir(&cg);
     let size = std::fs::metadata(MIGWARD).unwrap().len();
+    let shim_size = std::fs::metadata(&shim).unwrap().len();
     println!("\n## Memory and size\n");
     println!("| what | value |");
     println!("|---|---|");
-    println!(
-        "| shim peak RSS (MIG create; lower runtime /bin/true) | {:.1} MB |",
-        shim_rss as f64 / 1024.0
-    );
+    for (what, kb) in [
+        ("no GPU request", pass_rss),
+        ("MIG request, driver = none", shim_rss),
+        ("MIG request, driver from the CDI spec", shim_driver_rss),
+    ] {
+        println!(
+            "| shim peak RSS (`create`, {what}; lower runtime /bin/true) | {:.1} MB |",
+            kb as f64 / 1024.0
+        );
+    }
     println!(
         "| hook peak RSS (createRuntime, MIG) | {:.1} MB |",
         hook_rss as f64 / 1024.0
     );
     println!(
-        "| release binary size | {:.2} MB |",
-        size as f64 / 1024.0 / 1024.0
+        "| release binary size: `migward` / `migward-runtime` | {:.2} MB / {:.2} MB |",
+        size as f64 / 1024.0 / 1024.0,
+        shim_size as f64 / 1024.0 / 1024.0
     );
 
     // 3. Lease store.

@@ -19,8 +19,7 @@ scripts/install-deps.sh
 
 step "building migward and the fake NVML library"
 cargo build --workspace --quiet
-BIN=$PWD/target/debug/migward
-ln -sf "$BIN" target/debug/migward-runtime
+BIN=$PWD/target/debug/migward   # and target/debug/migward-runtime, the shim
 
 step "simulating a100x4-mixed in $DEMO"
 rm -rf "$DEMO"

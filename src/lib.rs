@@ -38,6 +38,15 @@ pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// The number of an exit code, for a `no_main` binary's `exit`.
+/// `ExitCode` keeps it private on stable Rust; migward makes its codes
+/// from a `u8`.
+pub fn exit_code(code: std::process::ExitCode) -> i32 {
+    (0..=u8::MAX)
+        .find(|n| std::process::ExitCode::from(*n) == code)
+        .map_or(1, i32::from)
+}
+
 /// Sets what SIGPIPE does to this process (`libc::SIG_IGN` or
 /// `libc::SIG_DFL`); the binary decides per command (`cli::main`).
 pub fn sigpipe(action: libc::sighandler_t) {

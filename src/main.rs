@@ -11,7 +11,6 @@
 #![no_main]
 
 use std::ffi::{c_char, c_int};
-use std::process::ExitCode;
 
 #[no_mangle]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
@@ -26,13 +25,5 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     } else {
         migward::cli::main(args)
     };
-    std::process::exit(as_int(code))
-}
-
-/// `ExitCode` keeps its number private on stable Rust; migward only makes
-/// codes from a `u8`.
-fn as_int(code: ExitCode) -> c_int {
-    (0..=u8::MAX)
-        .find(|n| ExitCode::from(*n) == code)
-        .map_or(1, c_int::from)
+    std::process::exit(migward::exit_code(code))
 }

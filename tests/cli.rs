@@ -631,3 +631,60 @@ fn a_closed_pipe_is_a_normal_end() {
         assert!(!out.status.core_dumped(), "{args:?}: {:?}", out.status);
     }
 }
+
+/// A corrupt lease file refuses every GPU container on the host, so every
+/// command that meets it names it and the command that clears it.
+#[test]
+fn a_corrupt_lease_file_is_listed_named_and_cleared() {
+    let sim = Sim::new("h100-7x1g");
+    let uuid = sim.mig_uuid(0, 0);
+    // A lease file cut off half way (a full disk, a crash mid-write).
+    let leases = sim.path("state/leases");
+    std::fs::create_dir_all(&leases).unwrap();
+    let file = leases.join("half-written.json");
+    std::fs::write(&file, "{\"version\": 1, \"holder\": {\"conta").unwrap();
+    let fix = "migward leases release half-written --force";
+
+    let out = sim.run(&["leases"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let table = stdout(&out);
+    let row = table
+        .lines()
+        .find(|l| l.contains("half-written"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("corrupt"), "{table}");
+    assert!(stderr(&out).contains(fix), "{}", stderr(&out));
+
+    let out = sim.run(&["leases", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["leases"], serde_json::json!([]));
+    assert_eq!(v["corrupt"][0]["container_id"], "half-written");
+    assert_eq!(v["corrupt"][0]["path"], file.display().to_string());
+    assert_eq!(v["corrupt"][0]["fix"], fix);
+
+    let out = sim.run(&["leases", "gc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("left alone: lease file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains(fix), "{}", stderr(&out));
+    assert!(file.exists(), "gc removed a file it could not read");
+
+    // A container asking for any instance is refused with the same pointer.
+    let out = sim.hold("wants-one", &uuid);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains(fix),
+        "{err}"
+    );
+
+    let out = sim.run(&["leases", "release", "half-written", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sim.run(&["leases"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "no leases");
+}

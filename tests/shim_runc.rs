@@ -249,6 +249,50 @@ fn refused(sim: &Sim, link: &Path, bundle: &Path, args: &[&str], want: &str) {
     assert!(state.is_empty(), "runc was reached: {state:?}");
 }
 
+/// A rootfs whose /dev is a symlink to a host directory: runc 1.1 would
+/// create the container's /dev nodes and links there. The shim refuses it
+/// before any lease, and the host directory stays empty.
+#[test]
+fn a_rootfs_whose_dev_leads_out_is_refused() {
+    engines::require_root();
+    let sim = Sim::new("h100-7x1g");
+    let link = shim_link(sim.dir.path());
+    let uuid = sim.mig_uuid(0, 1);
+    let bundle = runc_bundle(
+        sim.dir.path(),
+        &["true"],
+        &[&format!("CUDA_VISIBLE_DEVICES={uuid}")],
+    );
+    let host_dir = sim.path("host-dir");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let dev = bundle.join("rootfs/dev");
+    let _ = std::fs::remove_dir_all(&dev);
+    std::os::unix::fs::symlink(&host_dir, &dev).unwrap();
+    let b = bundle.to_str().unwrap();
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "mw-hostile-dev"],
+        &format!("/dev is a symlink (to {})", host_dir.display()),
+    );
+    assert_eq!(std::fs::read_dir(&host_dir).unwrap().count(), 0);
+    assert_eq!(sim.leases(), Vec::<Value>::new());
+    // The same for /dev/nvidia-caps, where the cap nodes go.
+    std::fs::remove_file(&dev).unwrap();
+    std::fs::create_dir_all(&dev).unwrap();
+    std::os::unix::fs::symlink(&host_dir, dev.join("nvidia-caps")).unwrap();
+    refused(
+        &sim,
+        &link,
+        &bundle,
+        &["create", "--bundle", b, "mw-hostile-caps"],
+        "/dev/nvidia-caps is a symlink",
+    );
+    assert_eq!(std::fs::read_dir(&host_dir).unwrap().count(), 0);
+    assert_eq!(sim.leases(), Vec::<Value>::new());
+}
+
 #[test]
 fn bad_bundles_and_requests_never_reach_runc() {
     engines::require_root();

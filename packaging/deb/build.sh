@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the Debian package target/deb/migward_<version>_<arch>.deb with
-# dpkg-deb (nothing to install first). The binary is target/release/migward
-# unless --binary names another (the package test uses the debug build).
+# dpkg-deb (nothing to install first). The binaries are target/release/migward
+# and the migward-runtime next to it, unless --binary names another migward
+# (the package test uses the debug build).
 #
 #   cargo build --release && packaging/deb/build.sh
 #   apt install ./target/deb/migward_*.deb && migward install docker
 #
-# Contents: /usr/bin/migward, the migward-runtime link, /etc/migward/config.toml
+# Contents: /usr/bin/migward, /usr/bin/migward-runtime (the shim, a smaller
+# binary of the same code), /etc/migward/config.toml
 # (a conffile), the hooks.d files podman and CRI-O read (the annotation-only
 # createRuntime hook and the poststop hook, enabled; the always-on env hook and
 # the precreate hook shipped in /usr/share/migward/hooks, not enabled), a
@@ -25,10 +27,13 @@ while [ $# -gt 0 ]; do
         *) echo "build.sh: unknown argument $1 (use --binary PATH, --out DIR)" >&2; exit 2 ;;
     esac
 done
-if [ ! -x "$BIN" ]; then
-    echo "build.sh: $BIN is missing: run cargo build --release first, or pass --binary PATH" >&2
-    exit 1
-fi
+SHIM=$(dirname "$BIN")/migward-runtime
+for b in "$BIN" "$SHIM"; do
+    if [ ! -x "$b" ]; then
+        echo "build.sh: $b is missing: run cargo build --release first, or pass --binary PATH" >&2
+        exit 1
+    fi
+done
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 ARCH=$(dpkg --print-architecture)
@@ -36,7 +41,7 @@ STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 
 install -D -m 0755 "$BIN" "$STAGE/usr/bin/migward"
-ln -s migward "$STAGE/usr/bin/migward-runtime"
+install -D -m 0755 "$SHIM" "$STAGE/usr/bin/migward-runtime"
 install -D -m 0644 packaging/config.toml "$STAGE/etc/migward/config.toml"
 install -D -m 0644 packaging/config.toml "$STAGE/usr/share/doc/migward/config.toml"
 for h in annotation poststop; do

@@ -64,7 +64,12 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
                 println!("reclaimed the stale lease of {}", l.holder.container_id);
             }
             println!("{} stale lease(s) reclaimed", freed.len());
-            Ok(ExitCode::SUCCESS)
+            // gc never removes what it cannot read: a person looks first.
+            let corrupt = store.scan()?.1;
+            for e in &corrupt {
+                eprintln!("migward: left alone: {}", crate::chain(e));
+            }
+            Ok(exit_for(&corrupt))
         }
         Some(Action::Release { target, force }) => {
             // A container id, or a unique prefix of one (the table shows 24
@@ -137,12 +142,35 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A corrupt lease file refuses every GPU container on the host: a
+/// command that finds one exits 1, so a script notices.
+fn exit_for(corrupt: &[LeaseError]) -> ExitCode {
+    match corrupt {
+        [] => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
 fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
     let (leases, corrupt) = store.scan()?;
     for e in &corrupt {
         eprintln!("migward: {}", crate::chain(e));
     }
+    let corrupt_rows = corrupt.iter().filter_map(|e| match e {
+        LeaseError::Corrupt { path, id, reason } => Some((path, id, reason)),
+        _ => None,
+    });
     if as_json {
+        let bad: Vec<_> = corrupt_rows
+            .map(|(path, id, reason)| {
+                json!({
+                    "container_id": id,
+                    "path": path,
+                    "reason": reason,
+                    "fix": format!("migward leases release {id} --force"),
+                })
+            })
+            .collect();
         let out: Vec<_> = leases
             .iter()
             .map(|l| {
@@ -159,15 +187,15 @@ fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "leases": out }))?
+            serde_json::to_string_pretty(&json!({ "leases": out, "corrupt": bad }))?
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit_for(&corrupt));
     }
-    if leases.is_empty() {
+    if leases.is_empty() && corrupt.is_empty() {
         println!("no leases");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = leases
+    let mut rows: Vec<Vec<String>> = leases
         .iter()
         .flat_map(|l| {
             l.units.iter().map(move |u| {
@@ -184,6 +212,14 @@ fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
+    rows.extend(corrupt_rows.map(|(_, id, _)| {
+        let mut row = vec![
+            "? (unreadable file)".to_string(),
+            id.chars().take(24).collect(),
+        ];
+        row.extend(["-", "-", "-", "corrupt"].map(String::from));
+        row
+    }));
     print!(
         "{}",
         table::render(
@@ -192,5 +228,5 @@ fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
             &rows
         )
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_for(&corrupt))
 }

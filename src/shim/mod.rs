@@ -12,6 +12,7 @@
 
 mod argv;
 pub mod log;
+pub mod rootfs;
 
 pub use argv::{scan, Invocation};
 
@@ -156,6 +157,9 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         return Ok(None);
     };
     validate_id(&id)?;
+    // Before any lease: a rootfs whose /dev leads out of it is refused.
+    let rootfs = rootfs::rootfs_of(&bundle, &spec);
+    rootfs::check_dev(&rootfs)?;
     let who = apply::HolderOf {
         id: &id,
         bundle: Some(&bundle),
@@ -190,6 +194,7 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
         &mut |m| warn(&m),
     )
     .map_err(anyhow::Error::from)
+    .and_then(|()| Ok(rootfs::check(&rootfs, &spec)?))
     .and_then(|()| Ok(crate::spec::write_atomic(&path, &spec)?));
     let ours = (granted.acquired == Some(Acquired::New)).then(|| id.to_string());
     if let Err(e) = written {
