@@ -274,13 +274,35 @@ pub fn grant(
 /// The `poststop` hook that frees the lease when the container is gone:
 /// absolute path, explicit env, timeout (DESIGN.md, CVE-2025-23266).
 pub fn release_hook(config: &Config) -> Result<Value, ApplyError> {
-    let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
+    let exe = cli_binary()?;
     Ok(serde_json::json!({
         "path": exe,
         "args": ["migward", "hook", "poststop", "--state-dir", config.state_dir],
         "env": [crate::driver::HOOK_PATH_ENV],
         "timeout": 10,
     }))
+}
+
+/// The `migward` binary that runs hooks: this one, unless this is the
+/// separate `migward-runtime` binary (no CLI), whose `migward` is installed
+/// next to it.
+fn cli_binary() -> Result<std::path::PathBuf, ApplyError> {
+    let exe = std::env::current_exe().map_err(ApplyError::Exe)?;
+    if exe.file_name().is_some_and(|n| n != "migward-runtime") {
+        return Ok(exe);
+    }
+    let cli = exe.with_file_name("migward");
+    if cli.is_file() {
+        Ok(cli)
+    } else {
+        Err(ApplyError::Exe(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "{} is missing: install migward next to migward-runtime",
+                cli.display()
+            ),
+        )))
+    }
 }
 
 /// The first GPU or MIG cap device the spec grants that is not in `plan`

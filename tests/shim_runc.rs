@@ -23,7 +23,9 @@ fn shim(sim: &Sim, link: &Path, root: &Path, args: &[&str]) -> Output {
 fn runc_container_gets_exactly_its_instance() {
     engines::require_root();
     let sim = Sim::new("a100x4-mixed");
-    let link = shim_link(sim.dir.path());
+    // The separate shim binary, as packaging installs it (its poststop
+    // hook must name the `migward` next to it, which has the CLI).
+    let link = std::path::PathBuf::from(env!("CARGO_BIN_EXE_migward-runtime"));
     let uuid = sim.mig_uuid(1, 1);
     let probe = format!("{PROBE}; cat /other-cap 2>&1; echo");
     let bundle = runc_bundle(

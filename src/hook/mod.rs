@@ -260,7 +260,8 @@ pub fn precreate(
         // Strip engine-provided NVIDIA nodes; echo the input otherwise.
         let stripped = crate::spec::edit::strip_nvidia(&mut spec, &majors.all);
         if stripped | crate::spec::edit::void_visible_devices(&mut spec) {
-            serde_json::to_writer(&mut output, &spec).map_err(|e| HookError::Write(e.into()))?;
+            let bytes = serde_json::to_vec(&spec).map_err(|e| HookError::Write(e.into()))?;
+            output.write_all(&bytes).map_err(HookError::Write)?;
         } else {
             output.write_all(&bytes).map_err(HookError::Write)?;
         }
@@ -300,7 +301,8 @@ pub fn precreate(
         "createRuntime",
         serde_json::json!({"path": exe, "args": args, "env": [crate::driver::HOOK_PATH_ENV], "timeout": 10}),
     );
-    serde_json::to_writer(&mut output, &spec).map_err(|e| HookError::Write(e.into()))?;
+    let bytes = serde_json::to_vec(&spec).map_err(|e| HookError::Write(e.into()))?;
+    output.write_all(&bytes).map_err(HookError::Write)?;
     Ok(())
 }
 

@@ -670,8 +670,9 @@ impl Store {
             .prefix(".tmp")
             .tempfile_in(&self.dir)
             .map_err(&io)?;
-        serde_json::to_writer_pretty(&mut tmp, lease).map_err(|e| io(e.into()))?;
-        tmp.flush().map_err(&io)?;
+        // One write: serde_json on a bare file makes a syscall per token.
+        let bytes = serde_json::to_vec_pretty(lease).map_err(|e| io(e.into()))?;
+        tmp.write_all(&bytes).map_err(&io)?;
         tmp.as_file().sync_all().map_err(&io)?;
         tmp.persist(&path).map_err(|e| io(e.error))?;
         Ok(())
@@ -699,7 +700,9 @@ impl Store {
             .append(true)
             .open(self.state_dir.join("events.log"))
         {
-            let _ = writeln!(f, "{line}");
+            // One write of the whole line: O_APPEND keeps concurrent
+            // writers' lines whole only if each is a single write.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 

@@ -26,7 +26,8 @@ fn write(path: &Path, json: bool, level: &str, msg: &str) {
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{line}");
+        // One write: runc appends to the same file.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 

@@ -117,8 +117,9 @@ pub fn write_atomic(path: &Path, spec: &Value) -> Result<(), SpecError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(wrap)?;
-    serde_json::to_writer(&mut tmp, spec).map_err(|e| wrap(e.into()))?;
-    tmp.flush().map_err(wrap)?;
+    // One write: serde_json on a bare file makes a syscall per token.
+    let bytes = serde_json::to_vec(spec).map_err(|e| wrap(e.into()))?;
+    tmp.write_all(&bytes).map_err(wrap)?;
     if let Ok(meta) = std::fs::metadata(path) {
         tmp.as_file()
             .set_permissions(meta.permissions())
