@@ -182,8 +182,10 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
     // which frees the lease, and a holder that dies without one is
     // reclaimed by the next acquire: no poststop hook, one process less
     // per container. `run` and `restore` end with runc deleting the
-    // container itself, so there poststop frees it.
-    let release_hook = inv.verb.as_deref() != Some("create");
+    // container itself, so there poststop frees it. So does a config named
+    // by `--migward-config`: podman's cleanup runs `delete` without its
+    // `--runtime-flag`s, and that delete would read another state dir.
+    let release_hook = inv.verb.as_deref() != Some("create") || inv.config.is_some();
     let written = apply::edit_spec(
         &mut spec,
         &request,
