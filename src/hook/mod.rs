@@ -112,15 +112,6 @@ fn already_applied(spec: &Value, plan: &Plan) -> bool {
     })
 }
 
-/// The rootfs of a spec, resolved against the bundle.
-fn rootfs(spec: &Value, bundle: &Path) -> PathBuf {
-    let root = spec
-        .pointer("/root/path")
-        .and_then(Value::as_str)
-        .unwrap_or("rootfs");
-    bundle.join(root)
-}
-
 /// `createRuntime` / `prestart`. Warnings (legacy ids, reclaims) go to
 /// `warn`.
 pub fn create_runtime(
@@ -187,7 +178,7 @@ pub fn create_runtime(
         })
         .and_then(|()| {
             in_mount_namespace(pid, || {
-                nodes::create_nodes(&rootfs(&spec, &bundle), &plan.devices)
+                nodes::create_nodes(&crate::spec::rootfs(&spec, &bundle), &plan.devices)
                     .map_err(|e| crate::chain(&e))
             })
             .map_err(|reason| HookError::Nodes {

@@ -158,7 +158,7 @@ fn prepare(inv: &Invocation, config: &Config) -> anyhow::Result<Option<String>> 
     };
     validate_id(&id)?;
     // Before any lease: a rootfs whose /dev leads out of it is refused.
-    let rootfs = rootfs::rootfs_of(&bundle, &spec);
+    let rootfs = crate::spec::rootfs(&spec, &bundle);
     rootfs::check_dev(&rootfs)?;
     let who = apply::HolderOf {
         id: &id,

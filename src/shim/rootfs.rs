@@ -30,16 +30,6 @@ pub enum RootfsError {
     },
 }
 
-/// The rootfs of `spec` in `bundle` (`root.path`, relative to the bundle
-/// unless absolute; `rootfs` when absent, as runc defaults).
-pub fn rootfs_of(bundle: &Path, spec: &Value) -> PathBuf {
-    let root = spec
-        .pointer("/root/path")
-        .and_then(Value::as_str)
-        .unwrap_or("rootfs");
-    bundle.join(root)
-}
-
 /// Checks `/dev` and `/dev/nvidia-caps` under `rootfs`, where every GPU
 /// node goes. A directory that does not exist yet is fine (runc makes it);
 /// a symlink or a non-directory is refused.
@@ -186,15 +176,13 @@ mod tests {
 
     #[test]
     fn rootfs_is_relative_to_the_bundle_unless_absolute() {
+        use crate::spec::rootfs;
         let b = Path::new("/b");
         assert_eq!(
-            rootfs_of(b, &json!({"root": {"path": "r"}})),
+            rootfs(&json!({"root": {"path": "r"}}), b),
             Path::new("/b/r")
         );
-        assert_eq!(
-            rootfs_of(b, &json!({"root": {"path": "/x"}})),
-            Path::new("/x")
-        );
-        assert_eq!(rootfs_of(b, &json!({})), Path::new("/b/rootfs"));
+        assert_eq!(rootfs(&json!({"root": {"path": "/x"}}), b), Path::new("/x"));
+        assert_eq!(rootfs(&json!({}), b), Path::new("/b/rootfs"));
     }
 }

@@ -105,6 +105,16 @@ fn non_utf8_env(bytes: &[u8]) -> Option<String> {
         })
 }
 
+/// The rootfs of `spec` in `bundle`: `root.path`, relative to the bundle
+/// unless absolute; `rootfs` when absent, as runc defaults.
+pub fn rootfs(spec: &Value, bundle: &Path) -> PathBuf {
+    let root = spec
+        .pointer("/root/path")
+        .and_then(Value::as_str)
+        .unwrap_or("rootfs");
+    bundle.join(root)
+}
+
 /// Writes `spec` to `path` atomically (temp file in the same directory +
 /// rename), keeping the file's permissions. Readers see the old spec or the
 /// new one, never a mix. No fsync: a bundle does not outlive a host crash
