@@ -568,3 +568,71 @@ fn podman_precreate_gives_the_driver_and_create_runtime_alone_cannot() {
         assert!(sim.leases().is_empty(), "{name}: released");
     }
 }
+
+/// A container in its own user namespace: nodes made with mknod on the
+/// /dev tmpfs that runc mounts inside that namespace are `nodev` for the
+/// kernel (Permission denied on open), so the hook bind-mounts the host's
+/// nodes instead; opening one reaches the (absent) driver: ENXIO.
+#[test]
+fn podman_user_namespaced_container_gets_its_instance_through_the_hook() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    // The image belongs to the namespace's root, as podman's own
+    // id-mapped storage would make it.
+    engines::expect_success(
+        &engines::output(
+            Command::new("chown")
+                .args(["-R", "100000:100000"])
+                .arg(&rootfs),
+        ),
+        "chown the rootfs",
+    );
+    let hooks = hooks_dir(&sim, &["oci-migward-env.json", "oci-migward-poststop.json"]);
+    let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
+    let request = format!("CUDA_VISIBLE_DEVICES={}", sim.mig_uuid(1, 1));
+    let flags = [
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:100000:65536",
+        "--env",
+        &request,
+    ];
+    // Each node is a mount of the host's; the capability nodes (mode 0444)
+    // read-only, the others writable.
+    let out = podman.run_rootfs(
+        &rootfs,
+        &flags,
+        &["grep", "/dev/nvidia", "/proc/self/mountinfo"],
+    );
+    let text = engines::expect_success(&out, "podman run: mountinfo");
+    let mut mounts: Vec<(String, bool)> = text
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let ro = fields[5].split(',').any(|o| o == "ro");
+            (fields[4].to_string(), ro)
+        })
+        .collect();
+    mounts.sort();
+    let expected: Vec<(String, bool)> = [
+        ("/dev/nvidia-caps/nvidia-cap156", true),
+        ("/dev/nvidia-caps/nvidia-cap157", true),
+        ("/dev/nvidia-uvm", false),
+        ("/dev/nvidia-uvm-tools", false),
+        ("/dev/nvidia1", false),
+        ("/dev/nvidiactl", false),
+    ]
+    .iter()
+    .map(|(p, ro)| (p.to_string(), *ro))
+    .collect();
+    assert_eq!(mounts, expected, "{text}");
+    podman_holder_cycle(
+        &sim,
+        &podman,
+        &rootfs,
+        &flags,
+        expected_plan_nodes(1, 156, 157),
+    );
+}

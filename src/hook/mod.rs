@@ -177,14 +177,12 @@ pub fn create_runtime(
             source,
         })
         .and_then(|()| {
-            in_mount_namespace(pid, || {
-                nodes::create_nodes(&crate::spec::rootfs(&spec, &bundle), &plan.devices)
-                    .map_err(|e| crate::chain(&e))
-            })
-            .map_err(|reason| HookError::Nodes {
-                id: id.clone(),
-                reason,
-            })
+            place_nodes(pid, &crate::spec::rootfs(&spec, &bundle), &plan, config).map_err(
+                |reason| HookError::Nodes {
+                    id: id.clone(),
+                    reason,
+                },
+            )
         });
     if result.is_err() {
         release_new();
@@ -192,15 +190,73 @@ pub fn create_runtime(
     result
 }
 
-/// Runs `f` in a child process that has joined the mount namespace of
-/// `pid` (setns needs a single-threaded caller, and the hook itself must
-/// stay in the host namespace). Returns `f`'s error text.
-fn in_mount_namespace(pid: u32, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+/// Puts the planned nodes into the rootfs of container init `pid`: made
+/// with mknod, or, when the container has its own user namespace (where a
+/// node made inside is unusable), the host's nodes bind-mounted.
+fn place_nodes(pid: u32, rootfs: &Path, plan: &Plan, config: &Config) -> Result<(), String> {
+    if !own_user_namespace(pid)? {
+        return in_namespaces(
+            pid,
+            false,
+            || Ok(()),
+            |()| nodes::create_nodes(rootfs, &plan.devices).map_err(|e| crate::chain(&e)),
+        );
+    }
+    // Opened here, in the host's mount namespace, where the nodes are.
+    let host =
+        nodes::HostNodes::open(&config.host_root, &plan.devices).map_err(|e| crate::chain(&e))?;
+    in_namespaces(
+        pid,
+        true,
+        // The rootfs is opened as host root: its parent directories need
+        // not be searchable by the container's root.
+        || nodes::open_rootfs(rootfs).map_err(|e| crate::chain(&e)),
+        |root| nodes::bind_nodes(&root, rootfs, &plan.devices, host).map_err(|e| crate::chain(&e)),
+    )
+}
+
+/// Whether process `pid` lives in a user namespace other than the hook's.
+fn own_user_namespace(pid: u32) -> Result<bool, String> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |path: String| {
+        std::fs::metadata(&path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    };
+    Ok(ns(format!("/proc/{pid}/ns/user"))? != ns("/proc/self/ns/user".into())?)
+}
+
+/// Runs `open` in a child process that has joined the mount namespace of
+/// `pid`, then, with `user`, joins its user namespace as its root and runs
+/// `f` on what `open` gave (setns needs a single-threaded caller, and the
+/// hook itself must stay in the host's namespaces). Returns the error text.
+fn in_namespaces<T>(
+    pid: u32,
+    user: bool,
+    open: impl FnOnce() -> Result<T, String>,
+    f: impl FnOnce(T) -> Result<(), String>,
+) -> Result<(), String> {
     use nix::sched::{setns, CloneFlags};
     use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
+    use nix::unistd::{fork, ForkResult, Gid, Uid};
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .map_err(|e| format!("cannot open the mount namespace of process {pid}: {e}"))?;
+    let userns = if user {
+        Some(
+            std::fs::File::open(format!("/proc/{pid}/ns/user"))
+                .map_err(|e| format!("cannot open the user namespace of process {pid}: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let join_user = |userns: &std::fs::File| {
+        setns(userns, CloneFlags::CLONE_NEWUSER)
+            .and_then(|()| nix::unistd::setresgid(Gid::from(0), Gid::from(0), Gid::from(0)))
+            .and_then(|()| nix::unistd::setresuid(Uid::from(0), Uid::from(0), Uid::from(0)))
+            .map_err(|e| {
+                format!("cannot join the user namespace of process {pid} as its root: {e}")
+            })
+    };
     let (mut reader, writer) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
     // SAFETY: the hook is single-threaded; the child only makes syscalls,
     // writes to the pipe and exits without returning.
@@ -209,7 +265,11 @@ fn in_mount_namespace(pid: u32, f: impl FnOnce() -> Result<(), String>) -> Resul
             let mut writer = writer;
             let outcome = setns(&ns, CloneFlags::CLONE_NEWNS)
                 .map_err(|e| format!("cannot join the mount namespace of process {pid}: {e}"))
-                .and_then(|()| f());
+                .and_then(|()| open())
+                .and_then(|t| {
+                    userns.as_ref().map_or(Ok(()), join_user)?;
+                    f(t)
+                });
             let code = match outcome {
                 Ok(()) => 0,
                 Err(msg) => {

@@ -7,6 +7,15 @@
 //! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), and nodes are made with
 //! `mknodat`, which never follows a symlink in its last component. An
 //! existing non-node in the way is an error, never overwritten.
+//!
+//! A container in its own user namespace cannot use a node made there: its
+//! `/dev` is a tmpfs mounted inside that namespace, which the kernel treats
+//! as `nodev` (and refuses `mknod` by an unmapped host root outright). For
+//! such a container the host's node is bind-mounted instead ([`HostNodes`]):
+//! opened on the host before the hook joins the container's namespaces,
+//! checked to be the planned device, cloned as a detached mount (read-only
+//! where the planned mode has no write bit) and attached onto an empty file
+//! made with the same no-symlink rules.
 
 use crate::plan::{AllowRule, DeviceNode};
 use nix::errno::Errno;
@@ -27,6 +36,116 @@ pub enum NodeError {
     Create { path: PathBuf, errno: Errno },
     #[error("device node path {0:?} is not under /dev")]
     NotDev(String),
+    #[error("host node {path} {why}: a container in its own user namespace gets the host's node bind-mounted, so the driver's nodes must exist on the host (nvidia-smi or nvidia-modprobe creates them)")]
+    HostNode { path: PathBuf, why: String },
+    #[error("cannot bind the host node onto {path}: {errno}")]
+    Bind { path: PathBuf, errno: Errno },
+}
+
+/// `open_tree(2)`, `move_mount(2)` and `mount_setattr(2)` flags (uapi
+/// `linux/mount.h`, stable since Linux 5.2 / 5.12).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const MOUNT_ATTR_RDONLY: u64 = 0x01;
+const MOUNT_ATTR_NOSUID: u64 = 0x02;
+const MOUNT_ATTR_NOEXEC: u64 = 0x08;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// The planned nodes as detached bind mounts of the host's nodes, made in
+/// the host's namespaces; attach them with [`bind_nodes`] from inside the
+/// container's.
+pub struct HostNodes {
+    trees: Vec<OwnedFd>,
+}
+
+impl HostNodes {
+    /// Opens each planned node under `host_root` (no symlink in the last
+    /// component), checks it is the planned character device and clones it
+    /// as a detached mount: read-only when the planned mode grants no
+    /// write, never suid or exec.
+    pub fn open(host_root: &Path, nodes: &[DeviceNode]) -> Result<HostNodes, NodeError> {
+        let mut trees = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let path = host_root.join(node.path.trim_start_matches('/'));
+            let host_err = |why: String| NodeError::HostNode {
+                path: path.clone(),
+                why,
+            };
+            let fd = nix::fcntl::open(
+                &path,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            // SAFETY: open returned a fresh fd we now own.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .map_err(|errno| host_err(format!("cannot be opened: {errno}")))?;
+            let st = nix::sys::stat::fstat(fd.as_raw_fd())
+                .map_err(|errno| host_err(format!("cannot be read: {errno}")))?;
+            let dev = nix::sys::stat::makedev(node.major.into(), node.minor.into());
+            if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFCHR.bits() || st.st_rdev != dev {
+                return Err(host_err(format!(
+                    "is not the character device {}:{}",
+                    node.major, node.minor
+                )));
+            }
+            // SAFETY: plain syscall on an fd we own and an empty C string.
+            let tree = unsafe {
+                libc::syscall(
+                    libc::SYS_open_tree,
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    OPEN_TREE_CLONE
+                        | libc::O_CLOEXEC as libc::c_uint
+                        | libc::AT_EMPTY_PATH as libc::c_uint,
+                )
+            };
+            if tree < 0 {
+                return Err(host_err(format!(
+                    "cannot be cloned as a mount: {}",
+                    Errno::last()
+                )));
+            }
+            // SAFETY: open_tree returned a fresh fd we now own.
+            let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+            let mut set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC;
+            if node.mode & 0o222 == 0 {
+                set |= MOUNT_ATTR_RDONLY;
+            }
+            let attr = MountAttr {
+                attr_set: set,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            // SAFETY: attr is a valid mount_attr of the size passed.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    tree.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                )
+            };
+            if rc < 0 {
+                return Err(host_err(format!(
+                    "cannot be made read-only: {}",
+                    Errno::last()
+                )));
+            }
+            trees.push(tree);
+        }
+        Ok(HostNodes { trees })
+    }
 }
 
 fn how(dir: bool) -> OpenHow {
@@ -65,31 +184,43 @@ fn subdir(dir: &OwnedFd, name: &str, shown: &Path) -> Result<OwnedFd, NodeError>
     }
 }
 
-/// Creates `nodes` under `rootfs` (in the current mount namespace), with
-/// their planned modes. Idempotent: a char node with the same device number
-/// is left as it is.
-pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode]) -> Result<(), NodeError> {
-    let root = nix::fcntl::open(
+/// The container's rootfs, opened (in the current mount namespace) as the
+/// anchor of every later step.
+pub fn open_rootfs(rootfs: &Path) -> Result<OwnedFd, NodeError> {
+    nix::fcntl::open(
         rootfs,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
+    // SAFETY: open returned a fresh fd we now own.
     .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
     .map_err(|errno| NodeError::Create {
         path: rootfs.to_path_buf(),
         errno,
-    })?;
-    // mknod obeys the umask: clear it so modes are exact (DESIGN.md).
+    })
+}
+
+/// Calls `place(dir, name, node, shown)` for each node, with `dir` the
+/// node's parent beneath `root` (created 0755 where missing) and `shown`
+/// its path for messages (under `rootfs`).
+fn walk(
+    root: &OwnedFd,
+    rootfs: &Path,
+    nodes: &[DeviceNode],
+    mut place: impl FnMut(&OwnedFd, &str, usize, &Path) -> Result<(), NodeError>,
+) -> Result<(), NodeError> {
+    // mkdir and mknod obey the umask: clear it so modes are exact
+    // (DESIGN.md).
     let old_umask = nix::sys::stat::umask(Mode::empty());
     let result = (|| {
-        for node in nodes {
+        for (i, node) in nodes.iter().enumerate() {
             let rel = node
                 .path
                 .strip_prefix("/dev/")
                 .filter(|r| !r.split('/').any(|c| c.is_empty() || c == "." || c == ".."))
                 .ok_or_else(|| NodeError::NotDev(node.path.clone()))?;
             let shown = rootfs.join(node.path.trim_start_matches('/'));
-            let mut dir = subdir(&root, "dev", &rootfs.join("dev"))?;
+            let mut dir = subdir(root, "dev", &rootfs.join("dev"))?;
             let mut parts: Vec<&str> = rel.split('/').collect();
             let name = parts.pop().expect("split yields one part");
             let mut at = rootfs.join("dev");
@@ -97,12 +228,115 @@ pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode]) -> Result<(), NodeError
                 at = at.join(part);
                 dir = subdir(&dir, part, &at)?;
             }
-            make_node(&dir, name, node, &shown)?;
+            place(&dir, name, i, &shown)?;
         }
         Ok(())
     })();
     nix::sys::stat::umask(old_umask);
     result
+}
+
+/// Creates `nodes` under `rootfs` (in the current mount namespace), with
+/// their planned modes. Idempotent: a char node with the same device number
+/// is left as it is.
+pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode]) -> Result<(), NodeError> {
+    let root = open_rootfs(rootfs)?;
+    walk(&root, rootfs, nodes, |dir, name, i, shown| {
+        make_node(dir, name, &nodes[i], shown)
+    })
+}
+
+/// Attaches `host` (opened for the same `nodes`) onto the node paths beneath
+/// `root`, the rootfs opened earlier; run inside the container's mount and
+/// user namespaces, so what is made belongs to the container's root.
+/// Idempotent: a path that already is the planned device is left as it is.
+pub fn bind_nodes(
+    root: &OwnedFd,
+    rootfs: &Path,
+    nodes: &[DeviceNode],
+    host: HostNodes,
+) -> Result<(), NodeError> {
+    walk(root, rootfs, nodes, |dir, name, i, shown| {
+        bind_node(dir, name, &nodes[i], &host.trees[i], shown)
+    })
+}
+
+fn bind_node(
+    dir: &OwnedFd,
+    name: &str,
+    node: &DeviceNode,
+    tree: &OwnedFd,
+    shown: &Path,
+) -> Result<(), NodeError> {
+    let created = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    match created {
+        // SAFETY: openat returned a fresh fd; closed at once.
+        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(Errno::EEXIST) => {
+            let st = fstatat(
+                Some(dir.as_raw_fd()),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|errno| NodeError::Create {
+                path: shown.to_path_buf(),
+                errno,
+            })?;
+            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            let dev = nix::sys::stat::makedev(node.major.into(), node.minor.into());
+            match kind {
+                // Bound by an earlier run of this hook.
+                SFlag::S_IFCHR if st.st_rdev == dev => return Ok(()),
+                // The empty file an interrupted run made.
+                SFlag::S_IFREG if st.st_size == 0 => {}
+                _ => return make_node(dir, name, node, shown),
+            }
+        }
+        Err(errno) => {
+            return Err(NodeError::Create {
+                path: shown.to_path_buf(),
+                errno,
+            })
+        }
+    }
+    let target = match openat2(dir.as_raw_fd(), name, how(false)) {
+        // SAFETY: openat2 returned a fresh fd we now own.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(Errno::ELOOP | Errno::EXDEV) => {
+            return Err(NodeError::Unsafe {
+                path: shown.to_path_buf(),
+            })
+        }
+        Err(errno) => {
+            return Err(NodeError::Create {
+                path: shown.to_path_buf(),
+                errno,
+            })
+        }
+    };
+    // SAFETY: plain syscall on two fds we own and empty C strings.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(NodeError::Bind {
+            path: shown.to_path_buf(),
+            errno: Errno::last(),
+        });
+    }
+    Ok(())
 }
 
 fn make_node(dir: &OwnedFd, name: &str, node: &DeviceNode, shown: &Path) -> Result<(), NodeError> {
@@ -277,6 +511,64 @@ mod tests {
         assert_eq!(m.rdev(), nix::sys::stat::makedev(508, 12));
         let m = std::fs::metadata(dir.path().join("dev/nvidiactl")).unwrap();
         assert_eq!(m.mode() & 0o777, 0o666);
+    }
+
+    #[test]
+    fn host_nodes_to_bind_must_be_the_planned_devices() {
+        assert!(
+            is_root(),
+            "this test makes device nodes: run the tests as root"
+        );
+        let host = tempfile::tempdir().unwrap();
+        let caps = host.path().join("dev/nvidia-caps");
+        std::fs::create_dir_all(&caps).unwrap();
+        let make = |name: &str, minor: u32| {
+            mknodat(
+                None,
+                &caps.join(name),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o444),
+                nix::sys::stat::makedev(508, minor.into()),
+            )
+            .unwrap()
+        };
+        make("nvidia-cap12", 12);
+        make("nvidia-cap13", 99);
+        std::fs::write(caps.join("nvidia-cap14"), "").unwrap();
+        std::os::unix::fs::symlink(caps.join("nvidia-cap12"), caps.join("nvidia-cap15")).unwrap();
+        assert!(HostNodes::open(host.path(), &[node("/dev/nvidia-caps/nvidia-cap12", 12)]).is_ok());
+        for (path, minor, want) in [
+            (
+                "/dev/nvidia-caps/nvidia-cap13",
+                13,
+                "is not the character device 508:13",
+            ),
+            (
+                "/dev/nvidia-caps/nvidia-cap14",
+                14,
+                "is not the character device 508:14",
+            ),
+            (
+                "/dev/nvidia-caps/nvidia-cap15",
+                15,
+                "is not the character device 508:15",
+            ),
+            (
+                "/dev/nvidia-caps/nvidia-cap16",
+                16,
+                "cannot be opened: ENOENT",
+            ),
+        ] {
+            let err = HostNodes::open(host.path(), &[node(path, minor)])
+                .err()
+                .unwrap()
+                .to_string();
+            let shown = host.path().join(path.trim_start_matches('/'));
+            assert!(
+                err.starts_with(&format!("host node {} {want}:", shown.display())),
+                "{err}"
+            );
+        }
     }
 
     #[test]
