@@ -38,6 +38,24 @@ pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// An error line for an engine to show. podman searches a failed runtime's
+/// (or hook's) text for "no such file or directory" and then reports its
+/// runtime itself as missing (exit 127, "OCI runtime attempted to invoke a
+/// command that was not found"): the OS's words for ENOENT are replaced.
+pub fn for_engines(line: &str) -> String {
+    const ENOENT: &str = "no such file or directory";
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    // ASCII lowercasing keeps byte offsets, so they index `rest` too.
+    while let Some(at) = rest.to_ascii_lowercase().find(ENOENT) {
+        out.push_str(&rest[..at]);
+        out.push_str("not there (ENOENT)");
+        rest = &rest[at + ENOENT.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The number of an exit code, for a `no_main` binary's `exit`.
 /// `ExitCode` keeps it private on stable Rust; migward makes its codes
 /// from a `u8`.
@@ -71,6 +89,17 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn engine_lines_never_say_no_such_file() {
+        assert_eq!(
+            super::for_engines(
+                "cannot load /x.so: /x.so: cannot open shared object file: No such file or directory; NO SUCH FILE OR DIRECTORY"
+            ),
+            "cannot load /x.so: /x.so: cannot open shared object file: not there (ENOENT); not there (ENOENT)"
+        );
+        assert_eq!(super::for_engines("GPU 0 is held"), "GPU 0 is held");
+    }
+
     #[test]
     fn toml_errors_name_line_and_column() {
         let text = "a = 1\nbogus = 2\n";

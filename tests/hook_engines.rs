@@ -636,3 +636,38 @@ fn podman_user_namespaced_container_gets_its_instance_through_the_hook() {
         expected_plan_nodes(1, 156, 157),
     );
 }
+
+/// A host without the NVML library: podman must show migward's line and
+/// its generic runtime failure (126), not "command not found" (127), which
+/// it reports whenever a runtime's or hook's text says "no such file or
+/// directory".
+#[test]
+fn podman_without_nvml_reports_migward_not_a_missing_runtime() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let config = std::fs::read_to_string(sim.config()).unwrap();
+    let broken: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("nvml_library") {
+                "nvml_library = \"/nonexistent/libnvidia-ml.so.1\"\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(broken, config, "the sim config names nvml_library");
+    std::fs::write(sim.config(), broken).unwrap();
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let hooks = hooks_dir(&sim, &["oci-migward-env.json", "oci-migward-poststop.json"]);
+    let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
+    let env = "CUDA_VISIBLE_DEVICES=MIG-00000000-0000-0000-0000-000000000000";
+    let out = podman.run_rootfs(&rootfs, &["--env", env], &["true"]);
+    let err = engines::expect_failure(&out, "podman run without NVML");
+    assert!(
+        err.contains("cannot load the NVML library /nonexistent/libnvidia-ml.so.1"),
+        "{err}"
+    );
+    assert!(!err.to_ascii_lowercase().contains("no such file"), "{err}");
+    assert_eq!(out.status.code(), Some(126), "{err}");
+}

@@ -506,3 +506,33 @@ fn podman_cdi_devices_are_kept_and_leased() {
     );
     assert_eq!(sim.leases(), Vec::<Value>::new());
 }
+
+/// As the hook's test in hook_engines.rs: without the NVML library, podman
+/// with the shim as its runtime shows migward's line and exits 126, not
+/// 127 ("command not found").
+#[test]
+fn podman_shim_without_nvml_reports_migward_not_a_missing_runtime() {
+    engines::require_root();
+    let sim = Sim::new("a100x4-mixed");
+    let config = std::fs::read_to_string(sim.config()).unwrap();
+    let broken = config.replace(
+        &format!(
+            "nvml_library = {:?}",
+            sim.path("nvml/libnvidia-ml.so.1").display().to_string()
+        ),
+        "nvml_library = \"/nonexistent/libnvidia-ml.so.1\"",
+    );
+    assert_ne!(broken, config, "the sim config names nvml_library");
+    std::fs::write(sim.config(), broken).unwrap();
+    let podman = podman_shim(&sim);
+    let rootfs = engines::busybox_rootfs(&sim.path("rf"));
+    let env = "CUDA_VISIBLE_DEVICES=MIG-00000000-0000-0000-0000-000000000000";
+    let out = podman.run_rootfs(&rootfs, &["--env", env], &["true"]);
+    let err = engines::expect_failure(&out, "podman --runtime migward without NVML");
+    assert!(
+        err.contains("cannot load the NVML library /nonexistent/libnvidia-ml.so.1"),
+        "{err}"
+    );
+    assert!(!err.to_ascii_lowercase().contains("no such file"), "{err}");
+    assert_eq!(out.status.code(), Some(126), "{err}");
+}

@@ -75,10 +75,18 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         // by a reader that went away: a write fails instead.
         libc::SIG_IGN
     });
+    // A hook's error reaches podman inside runc's (see for_engines).
+    let hook = matches!(cli.command, Command::Hook(_));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("migward: {}", crate::one_line(&e));
+            let line = crate::one_line(&e);
+            let line = if hook {
+                crate::for_engines(&line)
+            } else {
+                line
+            };
+            eprintln!("migward: {line}");
             ExitCode::from(1)
         }
     }

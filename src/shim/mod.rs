@@ -34,7 +34,7 @@ pub fn main(args: &[OsString]) -> ExitCode {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let line = crate::one_line(&err);
+    let line = crate::for_engines(&crate::one_line(&err));
     eprintln!("migward-runtime: {line}");
     if let Some(path) = &inv.log {
         log::error(path, inv.log_format_json, &format!("migward: {line}"));
