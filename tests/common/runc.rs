@@ -94,6 +94,12 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The pid of the runtime process (the shim, then what it exec'd).
+    #[allow(dead_code)] // used by some test binaries only
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn wait(mut self) -> Output {
         let status = self.child.wait().unwrap();
         Output {

@@ -1,0 +1,420 @@
+//! The fault matrix (README, "Faults"): each fault is injected into a real
+//! runc container created through the shim, and four things are counted
+//! after it and the engine's normal cleanup:
+//!
+//! - leases leaked: a lease still on disk once its container is gone, or an
+//!   instance the next container cannot get;
+//! - double grants: a second container granted the instance while the first
+//!   can still run;
+//! - half-written config.json: a bundle spec that no longer parses, or that
+//!   is neither the original nor migward's complete edit;
+//! - host writes: anything new under the simulated host's root (its /dev and
+//!   /proc) or outside the bundle and state directory.
+//!
+//! Every count must be zero; each test prints its row.
+
+mod common;
+
+use common::engines::{self, load_config, save_config};
+use common::runc::{spawn_create, Host};
+use common::sim::{stderr, write_script};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Default, PartialEq)]
+struct Counts {
+    leaked: usize,
+    double: usize,
+    half_written: usize,
+    host_writes: usize,
+}
+
+impl Counts {
+    fn assert_zero(&self, fault: &str) {
+        eprintln!(
+            "| {fault} | {} | {} | {} | {} |",
+            self.leaked, self.double, self.half_written, self.host_writes
+        );
+        assert_eq!(self, &Counts::default(), "{fault}");
+    }
+}
+
+/// Every path under `dir` (not following links).
+fn tree(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.insert(p);
+        }
+    }
+    out
+}
+
+/// A fault case: the host, the instance under test and what to compare.
+struct Case {
+    h: Host,
+    uuid: String,
+    host_before: BTreeSet<PathBuf>,
+    counts: Counts,
+}
+
+impl Case {
+    fn new() -> Case {
+        let h = Host::new("h100-7x1g");
+        let uuid = h.sim.mig_uuid(0, 2);
+        let host_before = tree(&h.sim.path("host"));
+        Case {
+            h,
+            uuid,
+            host_before,
+            counts: Counts::default(),
+        }
+    }
+
+    fn bundle(&self, name: &str, args: &[&str]) -> PathBuf {
+        self.h.bundle(name, &self.uuid, args)
+    }
+
+    /// Counts a bundle spec that is neither `pristine` nor a whole edit.
+    fn check_spec(&mut self, bundle: &Path, pristine: &[u8]) {
+        let now = std::fs::read(bundle.join("config.json")).unwrap();
+        if now == pristine {
+            return;
+        }
+        // migward's edit: whole JSON, with the instance's nodes in it.
+        let edited = serde_json::from_slice::<Value>(&now).is_ok_and(|v| {
+            v.pointer("/linux/devices")
+                .and_then(Value::as_array)
+                .is_some_and(|d| {
+                    d.iter().any(|n| {
+                        n["path"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("/dev/nvidia-caps/"))
+                    })
+                })
+        });
+        if !edited {
+            self.counts.half_written += 1;
+        }
+    }
+
+    /// A new container of the same instance is refused while `live` says
+    /// the faulted one can still run (else a double grant is counted).
+    fn check_exclusive(&mut self, name: &str, live: bool) {
+        if !live {
+            return;
+        }
+        let b = self.bundle(name, &["true"]);
+        if self.h.run(&b, name).status.success() {
+            self.counts.double += 1;
+        }
+    }
+
+    /// After cleanup: the next container gets the instance, and no lease is
+    /// left once it is gone; nothing new appeared on the simulated host.
+    fn finish(mut self, fault: &str) {
+        let b = self.bundle("next", &["true"]);
+        let out = self.h.run(&b, "next");
+        if !out.status.success() {
+            eprintln!("next container refused: {}", stderr(&out));
+            self.counts.leaked += 1;
+        }
+        self.counts.leaked += self.h.leases().len();
+        let host_after = tree(&self.h.sim.path("host"));
+        self.counts.host_writes += host_after.difference(&self.host_before).count();
+        self.counts.assert_zero(fault);
+    }
+}
+
+/// The container's runc state status, if runc knows it.
+fn runc_status(root: &Path, id: &str) -> Option<String> {
+    let out = engines::output(
+        Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["state", id]),
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+        .flatten()
+        .and_then(|v| v["status"].as_str().map(str::to_string))
+}
+
+/// Waits (bounded, by polling a file the fault's own process writes) for
+/// `path` to hold a pid; returns it.
+fn wait_for_pid(path: &Path) -> i32 {
+    for _ in 0..400 {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+fn sigkill(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[test]
+fn runc_killed_during_create() {
+    let mut c = Case::new();
+    // A createRuntime hook that stops runc half way: it records its pid and
+    // waits, while runc (the exec'd shim) waits for it.
+    let b = c.bundle("victim", &["sleep", "300"]);
+    let marker = c.h.sim.path("hook.pid");
+    let hook = c.h.sim.path("slow-hook");
+    write_script(
+        &hook,
+        &format!("echo $$ > {}\nexec sleep 300", marker.display()),
+    );
+    let mut cfg = load_config(&b);
+    cfg["hooks"] = json!({"createRuntime": [{"path": hook, "args": ["slow-hook"]}]});
+    save_config(&b, &cfg);
+    let pristine = std::fs::read(b.join("config.json")).unwrap();
+    let pending = spawn_create(c.h.shim(), &b, "victim");
+    let hook_pid = wait_for_pid(&marker);
+    let runc_pid = pending.pid();
+    sigkill(runc_pid as i32);
+    let _ = pending.wait();
+    sigkill(hook_pid);
+    c.check_spec(&b, &pristine);
+    let status = runc_status(&c.h.root, "victim");
+    let live = matches!(status.as_deref(), Some("created" | "running"));
+    c.check_exclusive("while-victim", live);
+    // What an engine does next: delete the half-made container.
+    let _ = engines::output(c.h.shim().args(["delete", "--force", "victim"]));
+    c.finish("runc SIGKILLed during create (in a createRuntime hook)");
+}
+
+#[test]
+fn shim_killed_between_lease_and_exec() {
+    let mut c = Case::new();
+    // The runtime below never finishes: the shim (now it) is killed while
+    // it holds the lease and before any container exists.
+    let stuck = c.h.sim.path("stuck-runtime");
+    write_script(&stuck, "exec sleep 300");
+    let base = std::fs::read_to_string(c.h.sim.config()).unwrap();
+    let config = c.h.sim.path("stuck.toml");
+    std::fs::write(
+        &config,
+        format!("{base}runtime = {:?}\n", stuck.display().to_string()),
+    )
+    .unwrap();
+    let b = c.bundle("victim", &["true"]);
+    let pristine = std::fs::read(b.join("config.json")).unwrap();
+    let mut shim = c.h.shim();
+    shim.env("MIGWARD_CONFIG", &config);
+    let pending = spawn_create(shim, &b, "victim");
+    let lease = c.h.sim.path("state/leases/victim.json");
+    for _ in 0..400 {
+        if lease.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(lease.exists(), "the shim never took its lease");
+    // While it lives, it holds the instance.
+    c.check_exclusive("while-shim", true);
+    sigkill(pending.pid() as i32);
+    let _ = pending.wait();
+    c.check_spec(&b, &pristine);
+    c.finish("shim SIGKILLed between lease and exec");
+}
+
+#[test]
+fn container_init_killed_without_delete() {
+    let mut c = Case::new();
+    let b = c.bundle("victim", &["sleep", "300"]);
+    let pristine = std::fs::read(b.join("config.json")).unwrap();
+    engines::expect_success(&c.h.create(&b, "victim"), "create");
+    c.check_exclusive("while-init", true);
+    let state: Value = serde_json::from_slice(&c.h.runc(&["state", "victim"]).stdout).unwrap();
+    let pid = state["pid"].as_i64().unwrap() as i32;
+    sigkill(pid);
+    // The init is our child's child: runc reparented it to init (pid 1) or
+    // a subreaper; wait until it is gone or a zombie.
+    for _ in 0..400 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    c.check_spec(&b, &pristine);
+    // No delete: the next acquire must reclaim the dead holder by itself.
+    let b2 = c.bundle("after", &["true"]);
+    let out = c.h.run(&b2, "after");
+    if !out.status.success() {
+        eprintln!("refused after the init died: {}", stderr(&out));
+        c.counts.leaked += 1;
+    }
+    let _ = c.h.runc(&["delete", "--force", "victim"]);
+    c.finish("container init SIGKILLed, no delete");
+}
+
+/// A tmpfs mounted over the state directory, unmounted when dropped.
+struct StateMount(PathBuf);
+
+impl StateMount {
+    fn new(state: &Path, options: &str) -> StateMount {
+        std::fs::create_dir_all(state).unwrap();
+        engines::expect_success(
+            &engines::output(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", options, "migward-fault"])
+                    .arg(state),
+            ),
+            "mount a tmpfs over the state dir",
+        );
+        StateMount(state.to_path_buf())
+    }
+}
+
+impl Drop for StateMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `create` with the state dir unusable: refused with one line naming it,
+/// config.json untouched, runc never reached.
+fn unusable_state_dir(fault: &str, options: &str, fill: bool) {
+    let mut c = Case::new();
+    let state = c.h.sim.path("state");
+    let _ = std::fs::remove_dir_all(&state);
+    let mount = StateMount::new(&state, options);
+    if fill {
+        std::fs::create_dir_all(state.join("leases")).unwrap();
+        // Fill it: a write to a full tmpfs fails with ENOSPC.
+        let big = vec![0u8; 4096];
+        let mut f = std::fs::File::create(state.join("filler")).unwrap();
+        while std::io::Write::write_all(&mut f, &big).is_ok() {}
+    }
+    let b = c.bundle("victim", &["true"]);
+    let pristine = std::fs::read(b.join("config.json")).unwrap();
+    let out = c.h.run(&b, "victim");
+    let err = engines::expect_failure(&out, fault);
+    assert!(
+        err.contains(&state.display().to_string()) && err.lines().count() == 1,
+        "{fault}: {err}"
+    );
+    if std::fs::read(b.join("config.json")).unwrap() != pristine {
+        c.counts.half_written += 1;
+    }
+    if runc_status(&c.h.root, "victim").is_some() {
+        c.counts.double += 1; // a container exists without a lease
+    }
+    let leftovers: Vec<PathBuf> = tree(&state)
+        .into_iter()
+        // The filler, the store's dir and its (empty) lock file.
+        .filter(|p| !["filler", "leases", ".lock"].iter().any(|n| p.ends_with(n)))
+        .collect();
+    assert!(leftovers.is_empty(), "{fault}: left {leftovers:?}");
+    drop(mount);
+    c.finish(fault);
+}
+
+#[test]
+fn state_dir_read_only() {
+    unusable_state_dir("state directory read-only", "ro,size=1m", false);
+}
+
+#[test]
+fn state_dir_full() {
+    unusable_state_dir("state directory full", "size=64k", true);
+}
+
+/// A lease file cut short: every acquire is refused, naming the file and
+/// the fix, never granted over it; after the fix the instance is free.
+fn truncated_lease(fault: &str, keep: impl Fn(usize) -> usize) {
+    let mut c = Case::new();
+    let b = c.bundle("holder", &["sleep", "300"]);
+    engines::expect_success(&c.h.create(&b, "holder"), "create the holder");
+    let path = c.h.sim.path("state/leases/holder.json");
+    let text = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &text[..keep(text.len())]).unwrap();
+    // The holder's container really goes away (as after a crash that cut
+    // the file); the cut file must still refuse.
+    let _ = c.h.runc(&["delete", "--force", "holder"]);
+    let b2 = c.bundle("other", &["true"]);
+    let out = c.h.run(&b2, "other");
+    if out.status.success() {
+        c.counts.double += 1;
+    } else {
+        let err = stderr(&out);
+        assert!(
+            err.contains("holder.json is corrupt")
+                && err.contains("migward leases release holder --force"),
+            "{fault}: {err}"
+        );
+    }
+    engines::expect_success(
+        &c.h.sim.run(&["leases", "release", "holder", "--force"]),
+        "leases release holder --force",
+    );
+    c.finish(fault);
+}
+
+#[test]
+fn lease_file_truncated_to_zero() {
+    truncated_lease("lease file truncated to 0 bytes", |_| 0);
+}
+
+#[test]
+fn lease_file_truncated_to_half() {
+    truncated_lease("lease file truncated to half its JSON", |n| n / 2);
+}
+
+#[test]
+fn same_id_in_two_runtime_roots() {
+    let mut c = Case::new();
+    let other_uuid = c.h.sim.mig_uuid(0, 3);
+    let b = c.bundle("first", &["sleep", "300"]);
+    engines::expect_success(&c.h.create(&b, "twin"), "create twin in root A");
+    let root_b = c.h.sim.path("runc-b");
+    let (link, config) = (c.h.link.clone(), c.h.sim.config());
+    let shim_b = || {
+        let mut cmd = Command::new(&link);
+        cmd.env("MIGWARD_CONFIG", &config)
+            .arg("--root")
+            .arg(&root_b);
+        cmd
+    };
+    // The same id under another root, for the same instance and for
+    // another one: both refused (the id's lease belongs to root A's).
+    for (name, uuid) in [("same", c.uuid.clone()), ("other", other_uuid)] {
+        let b2 = c.h.bundle(&format!("second-{name}"), &uuid, &["true"]);
+        let pristine = std::fs::read(b2.join("config.json")).unwrap();
+        let out = spawn_create(shim_b(), &b2, "twin").wait();
+        if out.status.success() {
+            c.counts.double += 1;
+            let _ = engines::output(shim_b().args(["delete", "--force", "twin"]));
+        } else {
+            assert!(stderr(&out).contains("twin"), "{}", stderr(&out));
+        }
+        c.check_spec(&b2, &pristine);
+    }
+    // Root B's delete of that id frees nothing of root A's.
+    let _ = engines::output(shim_b().args(["delete", "--force", "twin"]));
+    c.check_exclusive("while-twin", true);
+    c.h.delete("twin");
+    c.finish("the same container id in two runtime roots");
+}
