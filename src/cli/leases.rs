@@ -167,7 +167,7 @@ fn show(store: &Store, as_json: bool) -> anyhow::Result<ExitCode> {
                     "container_id": id,
                     "path": path,
                     "reason": reason,
-                    "fix": format!("migward leases release {id} --force"),
+                    "fix": crate::lease::corrupt_fix(id, path),
                 })
             })
             .collect();

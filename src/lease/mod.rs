@@ -37,7 +37,10 @@ pub enum LeaseError {
         labels: String,
         since: String,
     },
-    #[error("lease file {path} is corrupt ({reason}): inspect it, then remove it with `migward leases release {id} --force`")]
+    #[error(
+        "lease file {path} is corrupt ({reason}): inspect it, then remove it with `{}`",
+        corrupt_fix(id, path)
+    )]
     Corrupt {
         path: PathBuf,
         id: String,
@@ -73,6 +76,16 @@ pub enum LeaseError {
     },
     #[error("container {0} is still running: stop it first, or pass --force")]
     Live(String),
+}
+
+/// The command that clears corrupt lease file `path` of container `id`:
+/// `leases release` where the name is a valid id, else removing the file.
+pub fn corrupt_fix(id: &str, path: &Path) -> String {
+    if validate_id(id).is_ok() {
+        format!("migward leases release {id} --force")
+    } else {
+        format!("rm {}", path.display())
+    }
 }
 
 /// Checks a container id before it becomes part of a file name.
@@ -561,14 +574,25 @@ impl Store {
 
     fn read(&self, path: &Path) -> Result<Lease, LeaseError> {
         let text = std::fs::read(path).map_err(self.io(path))?;
-        serde_json::from_slice(&text).map_err(|e| LeaseError::Corrupt {
+        let id = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let corrupt = |reason: String| LeaseError::Corrupt {
             path: path.to_path_buf(),
-            id: path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            reason: e.to_string(),
-        })
+            id: id.clone(),
+            reason,
+        };
+        let lease: Lease = serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        // A copy (`a-backup.json`) would be read as container `a`, and a
+        // reclaim would then remove `a.json`, never the copy: untrusted.
+        if lease.holder.container_id != id {
+            return Err(corrupt(format!(
+                "it names container {:?}, not the one its file name says",
+                lease.holder.container_id
+            )));
+        }
+        Ok(lease)
     }
 
     /// Every lease, in container-id order.

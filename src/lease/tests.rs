@@ -514,3 +514,34 @@ fn a_pick_the_request_itself_exhausts_says_so() {
     );
     assert!(store.get("a").unwrap().is_none());
 }
+
+#[test]
+fn a_copied_or_oddly_named_lease_file_is_corrupt_with_a_fix_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    // A lease and a copy of it under another name: read as container `a`,
+    // a reclaim of the copy would remove a.json and never the copy.
+    let a = Lease::new(holder("a", me()), vec![unit("G", Some(1), None)]);
+    store.acquire(&a, &mut |_| {}).unwrap();
+    std::fs::copy(store.path_of("a"), store.path_of("a-backup")).unwrap();
+    let b = Lease::new(holder("b", me()), vec![unit("G", Some(2), None)]);
+    let err = store.acquire(&b, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "a-backup.json is corrupt (it names container \"a\", not the one its file name says)"
+        ) && err.ends_with("remove it with `migward leases release a-backup --force`"),
+        "{err}"
+    );
+    // What the fix runs removes the copy and leaves a's own lease.
+    store.release("a-backup").unwrap();
+    assert!(!store.path_of("a-backup").exists() && store.path_of("a").exists());
+    store.acquire(&b, &mut |_| {}).unwrap();
+    // A corrupt file whose name is no container id: the fix is `rm`.
+    let odd = dir.path().join("leases/x y.json");
+    std::fs::write(&odd, "{").unwrap();
+    let err = store.acquire(&b, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.ends_with(&format!("remove it with `rm {}`", odd.display())),
+        "{err}"
+    );
+}
