@@ -372,8 +372,9 @@ fn build_gpu(index: u32, spec: GpuSpec) -> Result<Gpu, String> {
                 "instance {n}: ci_slices must list 1 to 8 compute instances"
             ));
         }
-        let total: u32 = ci_slices.iter().sum();
-        if ci_slices.contains(&0) || total > profile.compute_slices {
+        // Summed in u64: u32 values near the top would wrap past the check.
+        let total: u64 = ci_slices.iter().map(|&c| u64::from(c)).sum();
+        if ci_slices.contains(&0) || total > u64::from(profile.compute_slices) {
             return Err(format!(
                 "instance {n}: ci_slices {ci_slices:?} do not fit the {} compute slices of {}",
                 profile.compute_slices, profile.name

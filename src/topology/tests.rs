@@ -85,6 +85,11 @@ fn invalid_layouts_are_refused_with_the_reason() {
             "do not fit the 3 compute slices",
         ),
         (
+            // Found by fuzzing: a u32 sum wrapped to 1 and passed the check.
+            "[[gpu]]\nmodel = \"H100-80GB\"\ninstances = [{ profile = \"1g.10gb\", ci_slices = [4294967295, 2] }]",
+            "do not fit the 1 compute slices",
+        ),
+        (
             "[[gpu]]\nmodel = \"A100-80GB\"\ninstances = [{ profile = \"1g.10gb\", gi = 3 }, { profile = \"1g.10gb\", gi = 3 }]",
             "gi 3 is used twice",
         ),
