@@ -137,13 +137,8 @@ impl Case {
 }
 
 /// The container's runc state status, if runc knows it.
-fn runc_status(root: &Path, id: &str) -> Option<String> {
-    let out = engines::output(
-        Command::new("runc")
-            .arg("--root")
-            .arg(root)
-            .args(["state", id]),
-    );
+fn runc_status(h: &Host, id: &str) -> Option<String> {
+    let out = h.runc(&["state", id]);
     out.status
         .success()
         .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
@@ -196,7 +191,7 @@ fn runc_killed_during_create() {
     let _ = pending.wait();
     sigkill(hook_pid);
     c.check_spec(&b, &pristine);
-    let status = runc_status(&c.h.root, "victim");
+    let status = runc_status(&c.h, "victim");
     let live = matches!(status.as_deref(), Some("created" | "running"));
     c.check_exclusive("while-victim", live);
     // What an engine does next: delete the half-made container.
@@ -319,7 +314,7 @@ fn unusable_state_dir(fault: &str, options: &str, fill: bool) {
     if std::fs::read(b.join("config.json")).unwrap() != pristine {
         c.counts.half_written += 1;
     }
-    if runc_status(&c.h.root, "victim").is_some() {
+    if runc_status(&c.h, "victim").is_some() {
         c.counts.double += 1; // a container exists without a lease
     }
     let leftovers: Vec<PathBuf> = tree(&state)

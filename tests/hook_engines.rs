@@ -4,7 +4,8 @@ mod common;
 
 use common::engines::{self, load_config, runc_bundle, save_config, Podman};
 use common::sim::{
-    expected_nodes, expected_plan_nodes, probe_lines, stderr, write_script, Sim, MIGWARD, PROBE,
+    assert_podman_shows_missing_nvml, expected_nodes, expected_plan_nodes, probe_lines, stderr,
+    write_script, Sim, MIGWARD, PROBE,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -645,29 +646,11 @@ fn podman_user_namespaced_container_gets_its_instance_through_the_hook() {
 fn podman_without_nvml_reports_migward_not_a_missing_runtime() {
     engines::require_root();
     let sim = Sim::new("a100x4-mixed");
-    let config = std::fs::read_to_string(sim.config()).unwrap();
-    let broken: String = config
-        .lines()
-        .map(|l| {
-            if l.starts_with("nvml_library") {
-                "nvml_library = \"/nonexistent/libnvidia-ml.so.1\"\n".to_string()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert_ne!(broken, config, "the sim config names nvml_library");
-    std::fs::write(sim.config(), broken).unwrap();
+    let gone = sim.lose_nvml();
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
     let hooks = hooks_dir(&sim, &["oci-migward-env.json", "oci-migward-poststop.json"]);
     let podman = Podman::new(&sim.path("p")).with_hooks_dir(&hooks);
     let env = "CUDA_VISIBLE_DEVICES=MIG-00000000-0000-0000-0000-000000000000";
     let out = podman.run_rootfs(&rootfs, &["--env", env], &["true"]);
-    let err = engines::expect_failure(&out, "podman run without NVML");
-    assert!(
-        err.contains("cannot load the NVML library /nonexistent/libnvidia-ml.so.1"),
-        "{err}"
-    );
-    assert!(!err.to_ascii_lowercase().contains("no such file"), "{err}");
-    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert_podman_shows_missing_nvml(&out, gone, "podman run without NVML");
 }

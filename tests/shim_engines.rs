@@ -3,7 +3,10 @@
 mod common;
 
 use common::engines::{self, Containerd, Dockerd};
-use common::sim::{expected_nodes, probe_lines, shim_link, write_script, Sim, PROBE};
+use common::sim::{
+    assert_podman_shows_missing_nvml, expected_nodes, probe_lines, shim_link, write_script, Sim,
+    PROBE,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -514,25 +517,10 @@ fn podman_cdi_devices_are_kept_and_leased() {
 fn podman_shim_without_nvml_reports_migward_not_a_missing_runtime() {
     engines::require_root();
     let sim = Sim::new("a100x4-mixed");
-    let config = std::fs::read_to_string(sim.config()).unwrap();
-    let broken = config.replace(
-        &format!(
-            "nvml_library = {:?}",
-            sim.path("nvml/libnvidia-ml.so.1").display().to_string()
-        ),
-        "nvml_library = \"/nonexistent/libnvidia-ml.so.1\"",
-    );
-    assert_ne!(broken, config, "the sim config names nvml_library");
-    std::fs::write(sim.config(), broken).unwrap();
+    let gone = sim.lose_nvml();
     let podman = podman_shim(&sim);
     let rootfs = engines::busybox_rootfs(&sim.path("rf"));
     let env = "CUDA_VISIBLE_DEVICES=MIG-00000000-0000-0000-0000-000000000000";
     let out = podman.run_rootfs(&rootfs, &["--env", env], &["true"]);
-    let err = engines::expect_failure(&out, "podman --runtime migward without NVML");
-    assert!(
-        err.contains("cannot load the NVML library /nonexistent/libnvidia-ml.so.1"),
-        "{err}"
-    );
-    assert!(!err.to_ascii_lowercase().contains("no such file"), "{err}");
-    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert_podman_shows_missing_nvml(&out, gone, "podman --runtime migward without NVML");
 }

@@ -171,7 +171,18 @@ fn subdir(dir: &OwnedFd, name: &str, shown: &Path) -> Result<OwnedFd, NodeError>
             })
         }
     }
-    match openat2(dir.as_raw_fd(), name, how(true)) {
+    open_beneath(dir, name, true, shown)
+}
+
+/// Opens `name` beneath `dir` (O_PATH, no symlink anywhere); a link or an
+/// escape is refused as unsafe.
+fn open_beneath(
+    dir: &OwnedFd,
+    name: &str,
+    is_dir: bool,
+    shown: &Path,
+) -> Result<OwnedFd, NodeError> {
+    match openat2(dir.as_raw_fd(), name, how(is_dir)) {
         // SAFETY: openat2 returned a fresh fd we now own.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
         Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOTDIR) => Err(NodeError::Unsafe {
@@ -182,6 +193,37 @@ fn subdir(dir: &OwnedFd, name: &str, shown: &Path) -> Result<OwnedFd, NodeError>
             errno,
         }),
     }
+}
+
+/// What already stands at `name` in `dir` (not following a link), and its
+/// kind.
+fn existing(dir: &OwnedFd, name: &str, shown: &Path) -> Result<(SFlag, libc::stat), NodeError> {
+    let st = fstatat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|errno| NodeError::Create {
+        path: shown.to_path_buf(),
+        errno,
+    })?;
+    Ok((
+        SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()),
+        st,
+    ))
+}
+
+/// The refusal for something of `kind` where a planned node belongs.
+fn in_the_way(kind: SFlag, shown: &Path) -> NodeError {
+    let path = shown.to_path_buf();
+    let what = match kind {
+        SFlag::S_IFLNK => return NodeError::Unsafe { path },
+        SFlag::S_IFCHR => "another device node",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFREG => "a regular file",
+        _ => "something else",
+    };
+    NodeError::InTheWay { path, what }
 }
 
 /// The container's rootfs, opened (in the current mount namespace) as the
@@ -278,23 +320,14 @@ fn bind_node(
         // SAFETY: openat returned a fresh fd; closed at once.
         Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
         Err(Errno::EEXIST) => {
-            let st = fstatat(
-                Some(dir.as_raw_fd()),
-                name,
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|errno| NodeError::Create {
-                path: shown.to_path_buf(),
-                errno,
-            })?;
-            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            let (kind, st) = existing(dir, name, shown)?;
             let dev = nix::sys::stat::makedev(node.major.into(), node.minor.into());
             match kind {
                 // Bound by an earlier run of this hook.
                 SFlag::S_IFCHR if st.st_rdev == dev => return Ok(()),
                 // The empty file an interrupted run made.
                 SFlag::S_IFREG if st.st_size == 0 => {}
-                _ => return make_node(dir, name, node, shown),
+                _ => return Err(in_the_way(kind, shown)),
             }
         }
         Err(errno) => {
@@ -304,21 +337,7 @@ fn bind_node(
             })
         }
     }
-    let target = match openat2(dir.as_raw_fd(), name, how(false)) {
-        // SAFETY: openat2 returned a fresh fd we now own.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        Err(Errno::ELOOP | Errno::EXDEV) => {
-            return Err(NodeError::Unsafe {
-                path: shown.to_path_buf(),
-            })
-        }
-        Err(errno) => {
-            return Err(NodeError::Create {
-                path: shown.to_path_buf(),
-                errno,
-            })
-        }
-    };
+    let target = open_beneath(dir, name, false, shown)?;
     // SAFETY: plain syscall on two fds we own and empty C strings.
     let rc = unsafe {
         libc::syscall(
@@ -352,16 +371,7 @@ fn make_node(dir: &OwnedFd, name: &str, node: &DeviceNode, shown: &Path) -> Resu
             })
         }
     }
-    let st = fstatat(
-        Some(dir.as_raw_fd()),
-        name,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|errno| NodeError::Create {
-        path: shown.to_path_buf(),
-        errno,
-    })?;
-    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let (kind, st) = existing(dir, name, shown)?;
     match kind {
         SFlag::S_IFCHR if st.st_rdev == dev => {
             // Ours from an earlier run, or the image's: make the mode the
@@ -381,25 +391,7 @@ fn make_node(dir: &OwnedFd, name: &str, node: &DeviceNode, shown: &Path) -> Resu
             }
             Ok(())
         }
-        SFlag::S_IFLNK => Err(NodeError::Unsafe {
-            path: shown.to_path_buf(),
-        }),
-        SFlag::S_IFCHR => Err(NodeError::InTheWay {
-            path: shown.to_path_buf(),
-            what: "another device node",
-        }),
-        SFlag::S_IFDIR => Err(NodeError::InTheWay {
-            path: shown.to_path_buf(),
-            what: "a directory",
-        }),
-        SFlag::S_IFREG => Err(NodeError::InTheWay {
-            path: shown.to_path_buf(),
-            what: "a regular file",
-        }),
-        _ => Err(NodeError::InTheWay {
-            path: shown.to_path_buf(),
-            what: "something else",
-        }),
+        _ => Err(in_the_way(kind, shown)),
     }
 }
 

@@ -95,7 +95,6 @@ pub struct Pending {
 
 impl Pending {
     /// The pid of the runtime process (the shim, then what it exec'd).
-    #[allow(dead_code)] // used by some test binaries only
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -117,6 +117,26 @@ impl Sim {
         wrapper
     }
 
+    /// Points the config's `nvml_library` at a file that is not there, as
+    /// on a host without the driver; returns that path.
+    pub fn lose_nvml(&self) -> &'static str {
+        const GONE: &str = "/nonexistent/libnvidia-ml.so.1";
+        let config = std::fs::read_to_string(self.config()).unwrap();
+        let broken: String = config
+            .lines()
+            .map(|l| {
+                if l.starts_with("nvml_library") {
+                    format!("nvml_library = {GONE:?}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        assert_ne!(broken, config, "the sim config names nvml_library");
+        std::fs::write(self.config(), broken).unwrap();
+        GONE
+    }
+
     pub fn mig_uuid(&self, gpu: usize, mig: usize) -> String {
         self.list()["gpus"][gpu]["mig_devices"][mig]["uuid"]
             .as_str()
@@ -180,6 +200,20 @@ pub fn expected_plan_nodes(minor: u32, g: u32, c: u32) -> Vec<String> {
     .collect();
     v.sort();
     v
+}
+
+/// A podman run that failed for want of NVML (`lose_nvml`) shows
+/// migward's line and podman's generic runtime failure, 126, never 127
+/// ("command not found"), which podman gives whenever the text says "no
+/// such file or directory".
+pub fn assert_podman_shows_missing_nvml(out: &Output, gone: &str, what: &str) {
+    let err = super::engines::expect_failure(out, what);
+    assert!(
+        err.contains(&format!("cannot load the NVML library {gone}")),
+        "{err}"
+    );
+    assert!(!err.to_ascii_lowercase().contains("no such file"), "{err}");
+    assert_eq!(out.status.code(), Some(126), "{err}");
 }
 
 /// A `migward-runtime` link to the binary in `dir`.
