@@ -194,25 +194,20 @@ pub fn create_runtime(
 /// with mknod, or, when the container has its own user namespace (where a
 /// node made inside is unusable), the host's nodes bind-mounted.
 fn place_nodes(pid: u32, rootfs: &Path, plan: &Plan, config: &Config) -> Result<(), String> {
-    if !own_user_namespace(pid)? {
-        return in_namespaces(
-            pid,
-            false,
-            || Ok(()),
-            |()| nodes::create_nodes(rootfs, &plan.devices).map_err(|e| crate::chain(&e)),
-        );
-    }
+    let chain = |e: nodes::NodeError| crate::chain(&e);
     // Opened here, in the host's mount namespace, where the nodes are.
-    let host =
-        nodes::HostNodes::open(&config.host_root, &plan.devices).map_err(|e| crate::chain(&e))?;
-    in_namespaces(
-        pid,
-        true,
-        // The rootfs is opened as host root: its parent directories need
-        // not be searchable by the container's root.
-        || nodes::open_rootfs(rootfs).map_err(|e| crate::chain(&e)),
-        |root| nodes::bind_nodes(&root, rootfs, &plan.devices, host).map_err(|e| crate::chain(&e)),
-    )
+    let host = if own_user_namespace(pid)? {
+        Some(nodes::HostNodes::open(&config.host_root, &plan.devices).map_err(chain)?)
+    } else {
+        None
+    };
+    in_namespaces(pid, host.is_some(), rootfs, |root| {
+        match host {
+            Some(host) => nodes::bind_nodes(&root, rootfs, &plan.devices, host),
+            None => nodes::make_nodes(&root, rootfs, &plan.devices),
+        }
+        .map_err(chain)
+    })
 }
 
 /// Whether process `pid` lives in a user namespace other than the hook's.
@@ -226,15 +221,17 @@ fn own_user_namespace(pid: u32) -> Result<bool, String> {
     Ok(ns(format!("/proc/{pid}/ns/user"))? != ns("/proc/self/ns/user".into())?)
 }
 
-/// Runs `open` in a child process that has joined the mount namespace of
-/// `pid`, then, with `user`, joins its user namespace as its root and runs
-/// `f` on what `open` gave (setns needs a single-threaded caller, and the
-/// hook itself must stay in the host's namespaces). Returns the error text.
-fn in_namespaces<T>(
+/// Runs `f` in a child process that has joined the mount namespace of
+/// `pid` and opened `rootfs` there, and, with `user`, then joined its user
+/// namespace as its root (setns needs a single-threaded caller, and the
+/// hook itself must stay in the host's namespaces). The rootfs is opened as
+/// host root: its parent directories need not be searchable by the
+/// container's root. Returns the error text.
+fn in_namespaces(
     pid: u32,
     user: bool,
-    open: impl FnOnce() -> Result<T, String>,
-    f: impl FnOnce(T) -> Result<(), String>,
+    rootfs: &Path,
+    f: impl FnOnce(std::os::fd::OwnedFd) -> Result<(), String>,
 ) -> Result<(), String> {
     use nix::sched::{setns, CloneFlags};
     use nix::sys::wait::{waitpid, WaitStatus};
@@ -265,7 +262,7 @@ fn in_namespaces<T>(
             let mut writer = writer;
             let outcome = setns(&ns, CloneFlags::CLONE_NEWNS)
                 .map_err(|e| format!("cannot join the mount namespace of process {pid}: {e}"))
-                .and_then(|()| open())
+                .and_then(|()| nodes::open_rootfs(rootfs).map_err(|e| crate::chain(&e)))
                 .and_then(|t| {
                     userns.as_ref().map_or(Ok(()), join_user)?;
                     f(t)

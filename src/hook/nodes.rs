@@ -278,12 +278,11 @@ fn walk(
     result
 }
 
-/// Creates `nodes` under `rootfs` (in the current mount namespace), with
-/// their planned modes. Idempotent: a char node with the same device number
-/// is left as it is.
-pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode]) -> Result<(), NodeError> {
-    let root = open_rootfs(rootfs)?;
-    walk(&root, rootfs, nodes, |dir, name, i, shown| {
+/// Creates `nodes` beneath `root` (the rootfs at `rootfs`, opened in the
+/// current mount namespace), with their planned modes. Idempotent: a char
+/// node with the same device number is left as it is.
+pub fn make_nodes(root: &OwnedFd, rootfs: &Path, nodes: &[DeviceNode]) -> Result<(), NodeError> {
+    walk(root, rootfs, nodes, |dir, name, i, shown| {
         make_node(dir, name, &nodes[i], shown)
     })
 }
@@ -459,6 +458,10 @@ mod tests {
             minor,
             mode: 0o444,
         }
+    }
+
+    fn create_nodes(rootfs: &Path, nodes: &[DeviceNode]) -> Result<(), NodeError> {
+        make_nodes(&open_rootfs(rootfs)?, rootfs, nodes)
     }
 
     fn is_root() -> bool {
