@@ -1,6 +1,7 @@
 //! The fault matrix (README, "Faults"): each fault is injected into a real
-//! runc container created through the shim, and four things are counted
-//! after it and the engine's normal cleanup:
+//! container created through the shim (by runc directly, by dockerd or by
+//! containerd), and four things are counted after it and the engine's
+//! normal cleanup:
 //!
 //! - leases leaked: a lease still on disk once its container is gone, or an
 //!   instance the next container cannot get;
@@ -15,7 +16,7 @@
 
 mod common;
 
-use common::engines::{self, load_config, save_config};
+use common::engines::{self, load_config, save_config, Containerd, Dockerd};
 use common::runc::{spawn_create, Host};
 use common::sim::{stderr, write_script};
 use serde_json::{json, Value};
@@ -412,4 +413,257 @@ fn same_id_in_two_runtime_roots() {
     c.check_exclusive("while-twin", true);
     c.h.delete("twin");
     c.finish("the same container id in two runtime roots");
+}
+
+// --- through the engines ------------------------------------------------------
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+}
+
+/// Waits, at most a minute, for `done`; a fault's outcome is read after
+/// it either way.
+fn wait_until(mut done: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A dockerd whose `migward` runtime is the shim on the case's host with
+/// `config`; returns it and its daemon.json (to start it again on the same
+/// roots).
+fn dockerd(c: &Case, config: &Path, live_restore: bool) -> (Dockerd, PathBuf) {
+    let dir = c.h.sim.path("e");
+    let mut cfg = Dockerd::private_config(&dir);
+    cfg["runtimes"] =
+        json!({"migward": {"path": c.h.link, "runtimeArgs": ["--migward-config", config]}});
+    if live_restore {
+        cfg["live-restore"] = json!(true);
+    }
+    let cfg_path = dir.join("dk/daemon.json");
+    engines::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap());
+    let d = Dockerd::start_from(&dir, &cfg_path, None).expect("dockerd");
+    d.import_busybox("local/busybox:1").expect("docker import");
+    (d, cfg_path)
+}
+
+/// `docker run` of a container that asks for the case's instance.
+fn docker_run_cmd(c: &Case, d: &Dockerd, args: &[&str]) -> Command {
+    let env = format!("NVIDIA_VISIBLE_DEVICES={}", c.uuid);
+    let mut cmd = d.docker_cmd();
+    cmd.args(["run", "--network", "none", "--runtime=migward", "-e", &env])
+        .args(args);
+    cmd
+}
+
+/// The pid of a docker container's init, if it has one.
+fn docker_init_pid(d: &Dockerd, name: &str) -> Option<i32> {
+    let out = d.docker(&["inspect", "-f", "{{.State.Pid}}", name]);
+    engines::stdout(&out).trim().parse().ok().filter(|p| *p > 0)
+}
+
+/// containerd's bundle (for dockerd: its managed containerd) of `id`.
+fn docker_bundle(d: &Dockerd, id: &str) -> PathBuf {
+    d.dir.join(format!(
+        "exec/containerd/daemon/io.containerd.runtime.v2.task/moby/{id}"
+    ))
+}
+
+/// dockerd SIGKILLed while a MIG container runs, then started again: the
+/// container keeps its instance as long as it runs (with live-restore
+/// dockerd keeps it; without, dockerd stops it on restore), and once it is
+/// gone nothing is left.
+fn dockerd_killed(live_restore: bool, fault: &str) {
+    let mut c = Case::new();
+    let config = c.h.sim.config();
+    let (d, cfg) = dockerd(&c, &config, live_restore);
+    let out = engines::output(&mut docker_run_cmd(
+        &c,
+        &d,
+        &["-d", "--name", "victim", "local/busybox:1", "sleep", "300"],
+    ));
+    let id = engines::expect_success(&out, "docker run -d")
+        .trim()
+        .to_string();
+    let bundle = docker_bundle(&d, &id);
+    c.check_spec(&bundle, b"");
+    let init = docker_init_pid(&d, "victim").expect("the container's init pid");
+    d.crash();
+    // With its daemon gone the container runs on under its shim.
+    c.check_exclusive("while-dockerd-is-down", pid_alive(init));
+    c.check_spec(&bundle, b"");
+    let dir = c.h.sim.path("e");
+    let d = Dockerd::start_from(&dir, &cfg, None).expect("dockerd again");
+    if !live_restore {
+        // dockerd's restore stops what it does not keep.
+        wait_until(|| !pid_alive(init));
+    }
+    let live = pid_alive(init);
+    assert_eq!(
+        live, live_restore,
+        "{fault}: the container's init after dockerd restarted"
+    );
+    c.check_exclusive("after-dockerd-restarted", live);
+    if !live_restore {
+        // The restore deleted the task through migward, which released
+        // the lease.
+        wait_until(|| c.h.leases().is_empty());
+        assert_eq!(
+            c.h.leases(),
+            Vec::<Value>::new(),
+            "dockerd's restore did not go through migward's delete"
+        );
+    }
+    engines::expect_success(&d.docker(&["rm", "-f", "victim"]), "docker rm -f");
+    drop(d);
+    c.finish(fault);
+}
+
+#[test]
+fn dockerd_killed_while_a_container_runs() {
+    dockerd_killed(false, "dockerd SIGKILLed while a container runs, restarted");
+}
+
+#[test]
+fn dockerd_killed_while_a_container_runs_with_live_restore() {
+    dockerd_killed(
+        true,
+        "dockerd SIGKILLed while a container runs, restarted with live-restore",
+    );
+}
+
+/// `docker rm -f` sent while the shim's `create` is in flight (held in the
+/// lower runtime, after migward took the lease and edited the spec).
+#[test]
+fn docker_rm_force_during_create() {
+    let mut c = Case::new();
+    let marker = c.h.sim.path("create.pid");
+    let go = c.h.sim.path("go");
+    let slow = c.h.sim.path("slow-runc");
+    // The first `create` waits (at most a minute) for the test's go.
+    write_script(
+        &slow,
+        &format!(
+            "for a in \"$@\"; do\n  if [ \"$a\" = create ] && [ ! -e {go} ]; then\n    echo $$ > {marker}\n    i=0\n    while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n  fi\ndone\nexec runc \"$@\"",
+            go = go.display(),
+            marker = marker.display()
+        ),
+    );
+    let config = c.h.sim.config_variant(
+        "slow",
+        &format!("runtime = {:?}", slow.display().to_string()),
+    );
+    let (d, _) = dockerd(&c, &config, false);
+    let mut run = docker_run_cmd(
+        &c,
+        &d,
+        &["-d", "--name", "victim", "local/busybox:1", "sleep", "300"],
+    );
+    let run = std::thread::spawn(move || engines::output(&mut run));
+    wait_for_pid(&marker);
+    // The lease is taken before the lower runtime runs.
+    assert_eq!(c.h.leases().len(), 1, "the shim's lease during create");
+    let mut rm = d.docker_cmd();
+    rm.args(["rm", "-f", "victim"]);
+    let rm = std::thread::spawn(move || engines::output(&mut rm));
+    // Give the removal time to reach dockerd (it may wait for the create).
+    for _ in 0..60 {
+        if rm.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(&go, "").unwrap();
+    let (run, rm) = (run.join().unwrap(), rm.join().unwrap());
+    eprintln!(
+        "docker run: {} {}; docker rm -f: {} {}",
+        run.status,
+        stderr(&run).trim(),
+        rm.status,
+        stderr(&rm).trim()
+    );
+    let init = docker_init_pid(&d, "victim");
+    let live = init.is_some_and(pid_alive);
+    c.check_exclusive("after-rm", live);
+    let _ = d.docker(&["rm", "-f", "victim"]);
+    drop(d);
+    c.finish("`docker rm -f` while `create` is in flight");
+}
+
+/// containerd's runc shim SIGKILLed under a running MIG container:
+/// containerd cleans up after the dead shim (its `delete` goes through
+/// migward), and the instance is free once the container is gone.
+#[test]
+fn containerd_shim_killed() {
+    let mut c = Case::new();
+    let ct = Containerd::start(&c.h.sim.path("c")).expect("containerd");
+    let wrapper = c.h.sim.runtime_wrapper();
+    let rootfs = engines::busybox_rootfs(&c.h.sim.path("rf"));
+    let env = format!("NVIDIA_VISIBLE_DEVICES={}", c.uuid);
+    let out = engines::output(
+        ct.ctr_cmd()
+            .args([
+                "run",
+                "-d",
+                "--runtime",
+                "io.containerd.runc.v2",
+                "--runc-binary",
+            ])
+            .arg(&wrapper)
+            .args(["--env", engines::CONTAINER_PATH, "--env", &env, "--rootfs"])
+            .arg(&rootfs)
+            .args(["victim", "sleep", "300"]),
+    );
+    engines::expect_success(&out, "ctr run -d");
+    let bundle = ct.dir.join(format!(
+        "state/io.containerd.runtime.v2.task/{}/victim",
+        ct.namespace
+    ));
+    c.check_spec(&bundle, b"");
+    let tasks = engines::expect_success(&ct.ctr(&["task", "ls"]), "ctr task ls");
+    let init: i32 = tasks
+        .lines()
+        .find(|l| l.starts_with("victim "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for victim in {tasks}"));
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+    let shim: i32 = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("the init's parent");
+    assert!(
+        engines::stdout(&engines::output(Command::new("ps").args([
+            "-o",
+            "comm=",
+            "-p",
+            &shim.to_string()
+        ])))
+        .contains("containerd-shim"),
+        "the init's parent {shim} is not containerd's shim"
+    );
+    sigkill(shim);
+    // containerd sees its shim gone and deletes the container's task.
+    wait_until(|| !pid_alive(init));
+    let live = pid_alive(init);
+    c.check_exclusive("after-the-shim-died", live);
+    // containerd's cleanup ran the shim's `delete`, with the runtime the
+    // bundle names (migward), which released the lease after the kill.
+    wait_until(|| c.h.leases().is_empty());
+    assert_eq!(
+        c.h.leases(),
+        Vec::<Value>::new(),
+        "the cleanup after the dead shim did not go through migward's delete"
+    );
+    let _ = ct.ctr(&["task", "delete", "-f", "victim"]);
+    let _ = ct.ctr(&["container", "rm", "victim"]);
+    drop(ct);
+    c.finish("containerd's runc shim SIGKILLed under a running container");
 }

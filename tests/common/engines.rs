@@ -753,6 +753,32 @@ impl Dockerd {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILLs dockerd, as a crash would. None of the drop's cleanup runs:
+    /// its containers, their shims and (if it outlives dockerd) its managed
+    /// containerd are left for a dockerd started again on the same `dir`
+    /// with [`Dockerd::start_from`], whose drop cleans them up.
+    ///
+    /// Returns once the managed containerd (killed with dockerd by its
+    /// parent-death signal) is reaped too, or after a minute: a dockerd
+    /// started while the old one's pid still exists (a zombie answers
+    /// kill(pid, 0)) takes it for a live containerd and times out on its
+    /// socket.
+    pub fn crash(mut self) {
+        let ctd_pid: Option<i32> =
+            fs::read_to_string(self.dir.join("exec/containerd/containerd.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(pid) = ctd_pid {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Dockerd {
@@ -784,6 +810,21 @@ impl Drop for Dockerd {
             if pid_alive(pid) && ours() {
                 signal(pid, libc::SIGKILL);
             }
+        }
+        // A dockerd that crashed ([`Dockerd::crash`]) left its mounts (the
+        // data-root's private bind of itself, network namespaces); the one
+        // started after it unmounts only its own. Newest first.
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let ours: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.dir))
+            .collect();
+        for m in ours.into_iter().rev() {
+            let _ = Command::new("umount")
+                .args(["-l", m])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
