@@ -30,12 +30,28 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         out.push_str(&c.to_string());
         cause = c.source();
     }
-    out.replace('\n', " ")
+    flat(&out)
 }
 
 /// An anyhow error chain as one line, as the binary prints it.
 pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    flat(&format!("{e:#}"))
+}
+
+/// `text` as one line without control characters: line breaks and tabs
+/// become spaces, any other control character its escape (`\u{1b}`), so a
+/// value quoted from a file (a TOML key, a CDI path) can neither forge nor
+/// garble a log line.
+pub fn flat(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// An error line for an engine to show. podman searches a failed runtime's
@@ -77,7 +93,7 @@ pub fn sigpipe(action: libc::sighandler_t) {
 /// A TOML error as `line L, column C: message`, one line, for a file a
 /// person edits (the position from the error's span in `text`).
 pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', " ");
+    let message = flat(e.message().trim());
     let Some(span) = e.span() else {
         return message;
     };

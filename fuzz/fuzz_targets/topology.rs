@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use migward::inventory::{Inventory, TopologyInventory};
 use migward::topology::{Topology, COMPUTE_SLICES, MEMORY_SLICES};
-use migward_fuzz::assert_no_newline;
+use migward_fuzz::assert_one_line;
 use std::collections::BTreeSet;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let topo = match Topology::parse(text, "fuzz.toml") {
         Ok(t) => t,
         Err(e) => {
-            assert_no_newline("Topology::parse", &migward_fuzz::messages(&e));
+            assert_one_line("Topology::parse", &migward_fuzz::messages(&e));
             return;
         }
     };

@@ -125,7 +125,7 @@ pub fn read(path: &Path) -> Result<Option<CommonEdits>, CdiError> {
         Err(e) if contains(&bytes, NVIDIA_KIND.as_bytes()) => {
             return Err(CdiError::Invalid {
                 path: path.to_path_buf(),
-                message: e.to_string().replace('\n', " "),
+                message: crate::flat(&e.to_string()),
             })
         }
         Err(_) => return Ok(None),
@@ -150,7 +150,7 @@ pub fn read(path: &Path) -> Result<Option<CommonEdits>, CdiError> {
     }
     let invalid = |message: String| CdiError::Invalid {
         path: path.to_path_buf(),
-        message: message.replace('\n', " "),
+        message: crate::flat(&message),
     };
     let version = raw
         .get("cdiVersion")

@@ -125,10 +125,10 @@ pub fn apply_cdi(
         let node = match common_node(&raw, host_root) {
             Ok(node) => node,
             Err(why) => {
-                warn(format!(
+                warn(crate::flat(&format!(
                     "CDI spec {}: common node {path} skipped: {why}",
                     edits.file.display()
-                ));
+                )));
                 continue;
             }
         };

@@ -163,6 +163,11 @@ fn an_unsafe_or_invalid_spec_is_refused_naming_the_file() {
             NVIDIA_YAML.replace("devices:\n- name:", "devices:\n- {name:"),
             "did not find expected",
         ),
+        (
+            // Fuzzing finding 3: a key quoted with its control characters.
+            NVIDIA_YAML.replace("\ncontainerEdits:", "\n\"x\\e[2J\\r\": 1\ncontainerEdits:"),
+            "unknown field `x\\u{1b}[2J `",
+        ),
     ];
     for (text, want) in cases {
         let path = write(tmp.path(), "nvidia.yaml", &text, 0o644);
@@ -175,7 +180,7 @@ fn an_unsafe_or_invalid_spec_is_refused_naming_the_file() {
             "{err}"
         );
         assert!(err.contains(want), "{want}: {err}");
-        assert!(!err.contains('\n'), "{err:?}");
+        assert!(!err.chars().any(char::is_control), "{err:?}");
     }
 }
 

@@ -39,6 +39,12 @@ pub fn device_number(v: &Value) -> Option<u32> {
 /// set, or a rule allowing read or write on every device (`a`, or `c` with
 /// no major). Rules for one major with any minor (`c 136:* rwm`, the ptys)
 /// and mknod-only rules (`c *:* m`, which engines add by default) are not.
+///
+/// A rule of type `a` (or none, which the OCI spec reads as `a`) counts
+/// whatever its major: runc's cgroup v1 device emulator, like the kernel,
+/// takes any `a` rule as "every device". [`strip_nvidia`] reads the same
+/// rule with an NVIDIA major as a GPU rule and removes it; each reading
+/// grants less than the other would.
 pub fn is_privileged(spec: &Value) -> bool {
     // Names as the caps crate spells them (`CAP_SYS_ADMIN`); engines write
     // them that way, but accept any case.
@@ -331,6 +337,28 @@ mod tests {
                           "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]}}
             })
         );
+        assert!(!strip_nvidia(&mut spec, &[195, 508, 511]));
+    }
+
+    /// Fuzzing finding 4: a rule with an NVIDIA major and type `a` (or
+    /// none) is "every device" to `is_privileged` (a GPU request beside it is
+    /// refused unless `allow_privileged`) and a GPU rule to `strip_nvidia`
+    /// (removed); both are the reading that grants less.
+    #[test]
+    fn a_typeless_rule_with_a_gpu_major_is_privileged_and_stripped() {
+        for rule in [
+            json!({"allow": true, "major": 195}),
+            json!({"allow": true, "type": "a", "major": 195, "access": "rw"}),
+        ] {
+            let mut spec = json!({"linux": {"resources": {"devices": [rule]}}});
+            assert!(is_privileged(&spec), "{spec}");
+            assert!(strip_nvidia(&mut spec, &[195, 508, 511]));
+            assert_eq!(spec, json!({"linux": {"resources": {"devices": []}}}));
+            assert!(!is_privileged(&spec));
+        }
+        // Another major with type `a` is every device too, and not NVIDIA's.
+        let mut spec = json!({"linux": {"resources": {"devices": [{"allow": true, "type": "a", "major": 10}]}}});
+        assert!(is_privileged(&spec));
         assert!(!strip_nvidia(&mut spec, &[195, 508, 511]));
     }
 
