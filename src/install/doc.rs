@@ -33,6 +33,12 @@ pub struct FileRecord {
     /// uninstall removes it when undoing leaves exactly this text.
     #[serde(default)]
     pub created_with: Option<String>,
+    /// The file existed; this was its text before the first install edited
+    /// it. Uninstall writes it back byte for byte when undoing leaves the
+    /// same settings (nobody changed another since); else it keeps the
+    /// undone file, whose layout may differ in places.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
     /// Tables or objects install created, outermost first: removed when
     /// undoing leaves them empty.
     #[serde(default)]
@@ -52,6 +58,17 @@ pub struct SetKey {
 impl FileRecord {
     /// Merges a re-install into the record of an earlier install: what the
     /// earlier install saw before it first changed anything wins.
+    /// An edit of a file that held `before`, kept as the file's original
+    /// (a file migward owns or created has none).
+    pub fn editing(mut self, before: Option<&String>) -> FileRecord {
+        if !self.owned && self.created_with.is_none() {
+            self.original = before.cloned();
+        }
+        self
+    }
+
+    /// This install's record on top of an earlier install's, which keeps
+    /// its priors and its original.
     pub fn merged_into(self, old: Option<&FileRecord>) -> FileRecord {
         let Some(old) = old else { return self };
         let mut out = old.clone();
@@ -100,16 +117,81 @@ pub fn undo(doc: &mut impl Doc, rec: &FileRecord) -> Result<(), String> {
     Ok(())
 }
 
+/// Any JSON value in which no object names a key twice. dockerd (Go's
+/// encoding/json) reads only the last of a repeated key, and an edit in
+/// place changes the first: migward registered in the first `runtimes`
+/// would be ignored. Such a file is refused, naming the key.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<UniqueKeys, A::Error> {
+        while a.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = a.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object (dockerd reads only the last): merge the two"
+                )));
+            }
+            a.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+}
+
 /// A JSON document edited in place (docker's daemon.json).
 pub struct JsonDoc {
     root: CstRootNode,
 }
 
 impl JsonDoc {
-    /// Parses strict JSON (dockerd accepts no comments); an empty file is `{}`.
+    /// Parses strict JSON (dockerd accepts no comments) with no key twice in
+    /// one object; an empty file is `{}`.
     pub fn parse(text: &str) -> Result<JsonDoc, String> {
         let text = if text.trim().is_empty() { "{}\n" } else { text };
-        serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?;
+        serde_json::from_str::<UniqueKeys>(text).map_err(|e| e.to_string())?;
         let root = CstRootNode::parse(text, &ParseOptions::default()).map_err(|e| e.to_string())?;
         if root.object_value().is_none() {
             return Err("the top level is not an object".into());

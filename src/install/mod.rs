@@ -141,7 +141,7 @@ impl InstallError {
     pub fn invalid(path: &Path) -> impl Fn(String) -> InstallError + Copy + '_ {
         move |why| InstallError::Invalid {
             path: path.into(),
-            why,
+            why: crate::flat(&why),
         }
     }
 }
@@ -254,11 +254,24 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
     let mut edit =
         |host: &str, edited: Edited, before: Option<String>, changes: &mut Vec<Change>| {
             said.extend(edited.said);
-            files.push(edited.record.merged_into(old_file(host)));
+            files.push(
+                edited
+                    .record
+                    .editing(before.as_ref())
+                    .merged_into(old_file(host)),
+            );
+            // Installed already, with every setting as this install would
+            // make it: the file stays as it is, even where this install
+            // would lay it out otherwise (a table moved).
+            let json = host.ends_with(".json");
+            let after = match &before {
+                Some(b) if b != &edited.text && same_settings(json, b, &edited.text) => b.clone(),
+                _ => edited.text,
+            };
             changes.push(Change {
                 path: under(root, Path::new(host)),
                 before,
-                after: Some(edited.text),
+                after: Some(after),
                 shown: true,
             });
         };
@@ -346,6 +359,7 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
         let old = read_record(&crec_path)?;
         let merged = edited
             .record
+            .editing(cfg_text.as_ref())
             .merged_into(old.as_ref().and_then(|r| r.files.first()));
         changes.push(Change {
             path: cfg_file,
@@ -427,6 +441,21 @@ pub fn plan_uninstall(engine: Engine, opts: &Options) -> Result<Plan, InstallErr
     })
 }
 
+/// Whether two texts of a JSON or TOML config file hold the same settings,
+/// whatever their layout. An empty daemon.json is `{}` to dockerd.
+fn same_settings(json: bool, a: &str, b: &str) -> bool {
+    if json {
+        let value = |t: &str| match t.trim() {
+            "" => Some(serde_json::Value::Object(Default::default())),
+            t => serde_json::from_str::<serde_json::Value>(t).ok(),
+        };
+        matches!((value(a), value(b)), (Some(x), Some(y)) if x == y)
+    } else {
+        let value = |t: &str| t.parse::<toml::Table>().ok();
+        matches!((value(a), value(b)), (Some(x), Some(y)) if x == y)
+    }
+}
+
 fn undo_at(file: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change, InstallError> {
     let before = read_opt(file)?;
     let Some(text) = &before else {
@@ -448,7 +477,8 @@ fn undo_at(file: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change
         });
     }
     let invalid = InstallError::invalid(file);
-    let rendered = if f.path.extension().is_some_and(|e| e == "json") {
+    let json = f.path.extension().is_some_and(|e| e == "json");
+    let rendered = if json {
         let mut d = JsonDoc::parse(text).map_err(invalid)?;
         doc::undo(&mut d, f).map_err(invalid)?;
         d.render()
@@ -456,6 +486,13 @@ fn undo_at(file: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change
         let mut d = TomlDoc::parse(text).map_err(invalid)?;
         doc::undo(&mut d, f).map_err(invalid)?;
         d.render()
+    };
+    // Nothing but migward's keys changed since install: the file goes back
+    // as it was, byte for byte (the JSON CST and toml_edit keep most of a
+    // layout, not all: a one-line daemon.json would come back multi-line).
+    let rendered = match &f.original {
+        Some(original) if same_settings(json, original, &rendered) => original.clone(),
+        _ => rendered,
     };
     // A file install created goes when nothing but what it was created with
     // is left (a comment it started with may have gone with the key after it).
@@ -594,9 +631,7 @@ pub fn restart(engine: Engine) -> Result<Option<&'static str>, InstallError> {
             why: e.to_string(),
         })?;
     if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .replace('\n', " ");
+        let why = crate::flat(String::from_utf8_lossy(&out.stderr).trim());
         return Err(InstallError::Restart {
             service,
             why: format!("{} ({why})", out.status),

@@ -77,6 +77,16 @@ fn uninstall(engine: Engine, root: &Path) -> Plan {
     plan
 }
 
+/// Drops the originals from `engine`'s install record.
+fn forget_originals(root: &Path, engine: Engine) {
+    let path = record_path(root, engine.name());
+    let mut rec = read_record(&path).unwrap().unwrap();
+    for f in &mut rec.files {
+        f.original = None;
+    }
+    std::fs::write(&path, serde_json::to_string(&rec).unwrap()).unwrap();
+}
+
 /// The whole cycle for one engine file: golden, idempotent, backup, byte-exact undo.
 fn cycle(engine: Engine, host: &str, fixture_name: &str, default: bool, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -113,6 +123,18 @@ fn cycle(engine: Engine, host: &str, fixture_name: &str, default: bool, expected
         get(root, host).unwrap(),
         original,
         "uninstall gives back the original byte for byte"
+    );
+
+    // The edit's own undo, without the kept original (a record written
+    // before it was kept, or another setting changed since): byte for byte
+    // on these real-world files too.
+    install(engine, root, default);
+    forget_originals(root, engine);
+    uninstall(engine, root);
+    assert_eq!(
+        get(root, host).unwrap(),
+        original,
+        "the undo alone gives back the original byte for byte"
     );
     let mut left = files(root);
     left.remove(bak.trim_start_matches('/'));
@@ -181,6 +203,79 @@ fn podman_containers_conf() {
         true,
         "containers.conf",
     );
+}
+
+/// Fuzzing findings 5 and 6: files the JSON CST or toml_edit render with
+/// another layout even where nothing of theirs was edited come back byte for
+/// byte from the kept original; a setting changed after install is kept.
+#[test]
+fn odd_layouts_come_back_byte_for_byte_and_later_changes_stay() {
+    let cases = [
+        (
+            Engine::Docker,
+            docker::DAEMON_JSON,
+            "{\"log-driver\": \"journald\"}",
+        ),
+        (Engine::Docker, docker::DAEMON_JSON, "{\"a\":1}"),
+        (Engine::Docker, docker::DAEMON_JSON, "{ }"),
+        (Engine::Docker, docker::DAEMON_JSON, ""),
+        (Engine::Podman, podman::CONTAINERS_CONF, "[a.b]\n[a. b.u]\n"),
+        (Engine::Podman, podman::CONTAINERS_CONF, "[engine]"),
+        (
+            Engine::Containerd,
+            containerd::CONFIG_TOML,
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]",
+        ),
+    ];
+    for (engine, host, original) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        put(root, host, original);
+        install(engine, root, false);
+        uninstall(engine, root);
+        assert_eq!(get(root, host).unwrap(), original, "{original:?}");
+
+        // A setting changed after install survives the uninstall (the
+        // original is not written over it).
+        install(engine, root, false);
+        let edited = get(root, host).unwrap();
+        let changed = if host.ends_with(".json") {
+            let mut v: serde_json::Value = serde_json::from_str(&edited).unwrap();
+            v["debug"] = serde_json::json!(true);
+            serde_json::to_string_pretty(&v).unwrap()
+        } else {
+            format!("{edited}\n[later]\nkey = 1\n")
+        };
+        put(root, host, &changed);
+        uninstall(engine, root);
+        let after = get(root, host).unwrap();
+        assert_ne!(after, original, "{original:?}: the later change was lost");
+        if host.ends_with(".json") {
+            let v: serde_json::Value = serde_json::from_str(&after).unwrap();
+            assert_eq!(v["debug"], true, "{after}");
+            assert!(v.get("runtimes").is_none(), "{after}");
+        } else {
+            let t: toml::Table = after.parse().unwrap();
+            assert_eq!(t["later"]["key"].as_integer(), Some(1), "{after}");
+            assert!(!after.contains("migward"), "{after}");
+        }
+    }
+}
+
+/// Fuzzing finding 7: a second install that would only move a table (here
+/// after toml_edit re-rendered a header's quotes) writes nothing.
+#[test]
+fn installing_again_never_rewrites_a_file_whose_settings_are_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let original =
+        "version=3\n[plugins.\"io.containerd.grpc.v1.cri\".n]\n[plugins.'io.containerd.grpc.v1.cri']";
+    put(root, containerd::CONFIG_TOML, original);
+    install(Engine::Containerd, root, false);
+    let again = plan_install(Engine::Containerd, &opts(root, false)).unwrap();
+    assert!(again.is_noop(), "{}", again.diff(root));
+    uninstall(Engine::Containerd, root);
+    assert_eq!(get(root, containerd::CONFIG_TOML).unwrap(), original);
 }
 
 #[test]
@@ -280,6 +375,20 @@ fn bad_files_are_refused_with_the_path_and_nothing_is_written() {
             docker::DAEMON_JSON,
             "{\"runtimes\": []}",
             "`runtimes` is not an object",
+        ),
+        (
+            // Found by fuzzing: dockerd reads the last `runtimes`, an edit
+            // in place would change the first.
+            Engine::Docker,
+            docker::DAEMON_JSON,
+            "{\"runtimes\": {}, \"debug\": true, \"runtimes\": {\"nvidia\": {\"path\": \"x\"}}}",
+            "the key \"runtimes\" appears twice in one object (dockerd reads only the last): merge the two at line 1 column",
+        ),
+        (
+            Engine::Docker,
+            docker::DAEMON_JSON,
+            "{\"log-opts\": {\"max-size\": \"1m\", \"max-size\": \"2m\"}}",
+            "the key \"max-size\" appears twice",
         ),
         (
             Engine::Containerd,
