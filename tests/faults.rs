@@ -147,10 +147,10 @@ fn runc_status(h: &Host, id: &str) -> Option<String> {
         .and_then(|v| v["status"].as_str().map(str::to_string))
 }
 
-/// Waits (bounded, by polling a file the fault's own process writes) for
-/// `path` to hold a pid; returns it.
+/// Waits (at most a minute, by polling a file the fault's own process
+/// writes) for `path` to hold a pid; returns it.
 fn wait_for_pid(path: &Path) -> i32 {
-    for _ in 0..400 {
+    for _ in 0..2400 {
         if let Some(pid) = std::fs::read_to_string(path)
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -417,11 +417,9 @@ fn same_id_in_two_runtime_roots() {
 
 // --- through the engines ------------------------------------------------------
 
+/// Whether `pid` exists and is not a zombie.
 fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z"))
 }
 
 /// Waits, at most a minute, for `done`; a fault's outcome is read after
@@ -438,13 +436,13 @@ fn wait_until(mut done: impl FnMut() -> bool) {
 /// A dockerd whose `migward` runtime is the shim on the case's host with
 /// `config`; returns it and its daemon.json (to start it again on the same
 /// roots).
-fn dockerd(c: &Case, config: &Path, live_restore: bool) -> (Dockerd, PathBuf) {
+fn dockerd(c: &Case, config: &Path, extra: Value) -> (Dockerd, PathBuf) {
     let dir = c.h.sim.path("e");
     let mut cfg = Dockerd::private_config(&dir);
     cfg["runtimes"] =
         json!({"migward": {"path": c.h.link, "runtimeArgs": ["--migward-config", config]}});
-    if live_restore {
-        cfg["live-restore"] = json!(true);
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        cfg[k] = v.clone();
     }
     let cfg_path = dir.join("dk/daemon.json");
     engines::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap());
@@ -482,7 +480,7 @@ fn docker_bundle(d: &Dockerd, id: &str) -> PathBuf {
 fn dockerd_killed(live_restore: bool, fault: &str) {
     let mut c = Case::new();
     let config = c.h.sim.config();
-    let (d, cfg) = dockerd(&c, &config, live_restore);
+    let (d, cfg) = dockerd(&c, &config, json!({"live-restore": live_restore}));
     let out = engines::output(&mut docker_run_cmd(
         &c,
         &d,
@@ -538,20 +536,30 @@ fn dockerd_killed_while_a_container_runs_with_live_restore() {
     );
 }
 
+/// Writes the go file when dropped, so a slow runtime never outlives a
+/// failed test by its whole wait.
+struct Go(PathBuf);
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
 /// `docker rm -f` sent while the shim's `create` is in flight (held in the
 /// lower runtime, after migward took the lease and edited the spec).
 #[test]
 fn docker_rm_force_during_create() {
     let mut c = Case::new();
     let marker = c.h.sim.path("create.pid");
-    let go = c.h.sim.path("go");
+    let go = Go(c.h.sim.path("go"));
     let slow = c.h.sim.path("slow-runc");
-    // The first `create` waits (at most a minute) for the test's go.
+    // The first `create` waits (at most two minutes) for the test's go.
     write_script(
         &slow,
         &format!(
-            "for a in \"$@\"; do\n  if [ \"$a\" = create ] && [ ! -e {go} ]; then\n    echo $$ > {marker}\n    i=0\n    while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n  fi\ndone\nexec runc \"$@\"",
-            go = go.display(),
+            "for a in \"$@\"; do\n  if [ \"$a\" = create ] && [ ! -e {go} ]; then\n    echo $$ > {marker}\n    i=0\n    while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\n  fi\ndone\nexec runc \"$@\"",
+            go = go.0.display(),
             marker = marker.display()
         ),
     );
@@ -559,7 +567,8 @@ fn docker_rm_force_during_create() {
         "slow",
         &format!("runtime = {:?}", slow.display().to_string()),
     );
-    let (d, _) = dockerd(&c, &config, false);
+    // debug: dockerd logs each API call, which shows when the removal is in.
+    let (d, _) = dockerd(&c, &config, json!({"debug": true}));
     let mut run = docker_run_cmd(
         &c,
         &d,
@@ -572,14 +581,15 @@ fn docker_rm_force_during_create() {
     let mut rm = d.docker_cmd();
     rm.args(["rm", "-f", "victim"]);
     let rm = std::thread::spawn(move || engines::output(&mut rm));
-    // Give the removal time to reach dockerd (it may wait for the create).
-    for _ in 0..60 {
-        if rm.is_finished() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::fs::write(&go, "").unwrap();
+    // The removal has reached dockerd (it waits there for the create).
+    let removal_in = || {
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("Calling DELETE") && l.contains("/containers/victim"))
+    };
+    wait_until(removal_in);
+    assert!(removal_in(), "the removal never reached dockerd");
+    drop(go);
     let (run, rm) = (run.join().unwrap(), rm.join().unwrap());
     eprintln!(
         "docker run: {} {}; docker rm -f: {} {}",
@@ -588,10 +598,14 @@ fn docker_rm_force_during_create() {
         rm.status,
         stderr(&rm).trim()
     );
-    let init = docker_init_pid(&d, "victim");
-    let live = init.is_some_and(pid_alive);
-    c.check_exclusive("after-rm", live);
-    let _ = d.docker(&["rm", "-f", "victim"]);
+    // The removal wins once the create is done: no container, no lease.
+    engines::expect_success(&rm, "docker rm -f during create");
+    let gone = d.docker(&["inspect", "victim"]);
+    assert!(!gone.status.success(), "the container is still there");
+    if !c.h.leases().is_empty() {
+        eprintln!("left after the removal: {:?}", c.h.leases());
+        c.counts.leaked += 1;
+    }
     drop(d);
     c.finish("`docker rm -f` while `create` is in flight");
 }

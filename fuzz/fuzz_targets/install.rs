@@ -76,9 +76,8 @@ fuzz_target!(|data: &[u8]| {
         let after = std::fs::read_to_string(&path).unwrap_or_default();
         // Uninstall writes the kept original back when undoing leaves the
         // same settings. Where the file's settings cannot even be compared
-        // with themselves (a TOML nan, a JSONC comment serde_json refuses),
-        // the undo's own rendering is kept, which may differ in layout
-        // (fuzz/README.md, findings 5 and 6).
+        // with themselves (a TOML nan), the undo's own rendering is kept,
+        // which may differ in layout (fuzz/README.md, findings 5 and 6).
         let comparable = same_settings(&path, Some(text), Some(text));
         assert!(
             after == text || !comparable,

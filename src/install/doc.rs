@@ -34,11 +34,15 @@ pub struct FileRecord {
     #[serde(default)]
     pub created_with: Option<String>,
     /// The file existed; this was its text before the first install edited
-    /// it. Uninstall writes it back byte for byte when undoing leaves the
-    /// same settings (nobody changed another since); else it keeps the
-    /// undone file, whose layout may differ in places.
+    /// it. Uninstall writes it back byte for byte when the file is still
+    /// what the last install wrote (`written`) and undoing leaves the same
+    /// settings; else it keeps the undone file (with whatever was changed
+    /// since), whose layout may differ in places.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<String>,
+    /// [`text_hash`] of the text the last install left in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
     /// Tables or objects install created, outermost first: removed when
     /// undoing leaves them empty.
     #[serde(default)]
@@ -55,24 +59,39 @@ pub struct SetKey {
     pub prior: Option<String>,
 }
 
+/// A stable 64-bit hash of a file's text (FNV-1a), in hex: enough to tell
+/// whether a file is still what install wrote, without a copy of it.
+pub fn text_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 impl FileRecord {
-    /// Merges a re-install into the record of an earlier install: what the
-    /// earlier install saw before it first changed anything wins.
-    /// An edit of a file that held `before`, kept as the file's original
-    /// (a file migward owns or created has none).
-    pub fn editing(mut self, before: Option<&String>) -> FileRecord {
+    /// An edit of a file that held `before` and now holds `after`: `before`
+    /// is kept as the file's original (a file migward owns or created has
+    /// none).
+    pub fn editing(mut self, before: Option<&str>, after: &str) -> FileRecord {
         if !self.owned && self.created_with.is_none() {
-            self.original = before.cloned();
+            self.original = before.map(str::to_string);
+            self.written = Some(text_hash(after));
         }
         self
     }
 
-    /// This install's record on top of an earlier install's, which keeps
-    /// its priors and its original.
+    /// Merges a re-install into the record of an earlier install: what the
+    /// earlier install saw before it first changed anything wins (its
+    /// priors and its original); what was written last is this install's.
     pub fn merged_into(self, old: Option<&FileRecord>) -> FileRecord {
         let Some(old) = old else { return self };
         let mut out = old.clone();
         out.owned |= self.owned;
+        if out.original.is_some() && self.written.is_some() {
+            out.written = self.written.clone();
+        }
         for c in self.created {
             if !out.created.contains(&c) {
                 out.created.push(c);

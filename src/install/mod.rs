@@ -254,12 +254,6 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
     let mut edit =
         |host: &str, edited: Edited, before: Option<String>, changes: &mut Vec<Change>| {
             said.extend(edited.said);
-            files.push(
-                edited
-                    .record
-                    .editing(before.as_ref())
-                    .merged_into(old_file(host)),
-            );
             // Installed already, with every setting as this install would
             // make it: the file stays as it is, even where this install
             // would lay it out otherwise (a table moved).
@@ -268,6 +262,12 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
                 Some(b) if b != &edited.text && same_settings(json, b, &edited.text) => b.clone(),
                 _ => edited.text,
             };
+            files.push(
+                edited
+                    .record
+                    .editing(before.as_deref(), &after)
+                    .merged_into(old_file(host)),
+            );
             changes.push(Change {
                 path: under(root, Path::new(host)),
                 before,
@@ -357,14 +357,19 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
         let crec_path = record_path(root, CONFIG_RECORD);
         let crec_before = read_opt(&crec_path)?;
         let old = read_record(&crec_path)?;
+        // As for the engine files: settings already as wanted, no write.
+        let text = match &cfg_text {
+            Some(b) if b != &edited.text && same_settings(false, b, &edited.text) => b.clone(),
+            _ => edited.text,
+        };
         let merged = edited
             .record
-            .editing(cfg_text.as_ref())
+            .editing(cfg_text.as_deref(), &text)
             .merged_into(old.as_ref().and_then(|r| r.files.first()));
         changes.push(Change {
             path: cfg_file,
             before: cfg_text,
-            after: Some(edited.text),
+            after: Some(text),
             shown: true,
         });
         changes.push(record_change(
@@ -487,11 +492,12 @@ fn undo_at(file: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change
         doc::undo(&mut d, f).map_err(invalid)?;
         d.render()
     };
-    // Nothing but migward's keys changed since install: the file goes back
-    // as it was, byte for byte (the JSON CST and toml_edit keep most of a
+    // The file is as the last install left it: it goes back as it was,
+    // byte for byte (the JSON CST and toml_edit keep most of a
     // layout, not all: a one-line daemon.json would come back multi-line).
+    let untouched = f.written.as_deref() == Some(doc::text_hash(text).as_str());
     let rendered = match &f.original {
-        Some(original) if same_settings(json, original, &rendered) => original.clone(),
+        Some(original) if untouched && same_settings(json, original, &rendered) => original.clone(),
         _ => rendered,
     };
     // A file install created goes when nothing but what it was created with
@@ -568,11 +574,14 @@ impl Plan {
             // created or owns is simply removed again.
             if let (true, Some(before), Some(_)) = (c.shown, &c.before, &c.after) {
                 let bak = PathBuf::from(format!("{}.migward.bak", c.path.display()));
-                write_atomic(&bak, before, meta.as_ref())?;
+                write_atomic(&bak, before, meta.as_ref(), 0o644)?;
                 backups.push(bak);
             }
             match &c.after {
-                Some(text) => write_atomic(&c.path, text, meta.as_ref())?,
+                // An install record holds the original of each file it
+                // edited (which may hold credentials): root's alone.
+                Some(text) if !c.shown => write_atomic(&c.path, text, None, 0o600)?,
+                Some(text) => write_atomic(&c.path, text, meta.as_ref(), 0o644)?,
                 None => std::fs::remove_file(&c.path).or_else(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => Ok(()),
                     _ => Err(InstallError::Write {
@@ -587,11 +596,12 @@ impl Plan {
 }
 
 /// Writes `text` to `path` through a temp file in the same directory, with
-/// the mode and owner of `like` (the file it replaces), else 0644.
+/// the mode and owner of `like` (the file it replaces), else `mode`.
 fn write_atomic(
     path: &Path,
     text: &str,
     like: Option<&std::fs::Metadata>,
+    mode: u32,
 ) -> Result<(), InstallError> {
     let err = |source| InstallError::Write {
         path: path.into(),
@@ -604,7 +614,7 @@ fn write_atomic(
         .tempfile_in(dir)
         .map_err(err)?;
     tmp.write_all(text.as_bytes()).map_err(err)?;
-    let mode = like.map(|m| m.mode() & 0o7777).unwrap_or(0o644);
+    let mode = like.map(|m| m.mode() & 0o7777).unwrap_or(mode);
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(err)?;

@@ -258,8 +258,31 @@ fn odd_layouts_come_back_byte_for_byte_and_later_changes_stay() {
             let t: toml::Table = after.parse().unwrap();
             assert_eq!(t["later"]["key"].as_integer(), Some(1), "{after}");
             assert!(!after.contains("migward"), "{after}");
+
+            // So does a comment added after install, which is no setting.
+            install(engine, root, false);
+            let edited = get(root, host).unwrap();
+            put(root, host, &format!("# kept by the admin\n{edited}"));
+            uninstall(engine, root);
+            let after = get(root, host).unwrap();
+            assert!(after.starts_with("# kept by the admin\n"), "{after}");
+            assert!(!after.contains("migward"), "{after}");
         }
     }
+}
+
+#[test]
+fn the_install_record_is_roots_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put(root, containerd::CONFIG_TOML, "version = 2\n");
+    install(Engine::Containerd, root, false);
+    let mode = std::fs::metadata(record_path(root, Engine::Containerd.name()))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
 /// Fuzzing finding 7: a second install that would only move a table (here

@@ -760,10 +760,10 @@ impl Dockerd {
     /// with [`Dockerd::start_from`], whose drop cleans them up.
     ///
     /// Returns once the managed containerd (killed with dockerd by its
-    /// parent-death signal) is reaped too, or after a minute: a dockerd
-    /// started while the old one's pid still exists (a zombie answers
-    /// kill(pid, 0)) takes it for a live containerd and times out on its
-    /// socket.
+    /// parent-death signal) is dead, or after a minute, and removes its pid
+    /// file: a dockerd started while that pid still exists (a zombie
+    /// answers kill(pid, 0)) takes it for a live containerd and times out
+    /// on its socket.
     pub fn crash(mut self) {
         let ctd_pid: Option<i32> =
             fs::read_to_string(self.dir.join("exec/containerd/containerd.pid"))
@@ -773,9 +773,16 @@ impl Dockerd {
         let _ = self.child.wait();
         if let Some(pid) = ctd_pid {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            let running = || {
+                fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| !stat.contains(") Z"))
+            };
+            while running() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(50));
             }
+            // Dead, perhaps a zombie its new parent has not reaped: its
+            // pid file must not make the next dockerd wait on its socket.
+            let _ = fs::remove_file(self.dir.join("exec/containerd/containerd.pid"));
         }
         std::mem::forget(self);
     }
