@@ -389,6 +389,19 @@ impl Node {
         }
     }
 
+    /// The last lines of containerd's log, for a failure's message (the
+    /// node's directory goes with the test).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(60);
+        format!(
+            "containerd log (last {} lines):\n{}",
+            lines.len() - from,
+            lines[from..].join("\n")
+        )
+    }
+
     /// StopPodSandbox then RemovePodSandbox, as the kubelet does when a pod
     /// is deleted: its containers are stopped and removed with it.
     pub fn remove_pod(&mut self, pod: &Pod) {
@@ -396,15 +409,15 @@ impl Node {
         let stop = StopPodSandboxRequest {
             pod_sandbox_id: pod.id.clone(),
         };
-        self.rt
-            .block_on(client.stop_pod_sandbox(stop))
-            .expect("StopPodSandbox");
+        if let Err(e) = self.rt.block_on(client.stop_pod_sandbox(stop)) {
+            panic!("StopPodSandbox: {e:?}\n{}", self.log_tail());
+        }
         let remove = RemovePodSandboxRequest {
             pod_sandbox_id: pod.id.clone(),
         };
-        self.rt
-            .block_on(client.remove_pod_sandbox(remove))
-            .expect("RemovePodSandbox");
+        if let Err(e) = self.rt.block_on(self.client.remove_pod_sandbox(remove)) {
+            panic!("RemovePodSandbox: {e:?}\n{}", self.log_tail());
+        }
     }
 
     /// Stops and removes every container and pod (best effort).
