@@ -16,13 +16,17 @@
 
 mod common;
 
-use common::engines::{self, load_config, save_config, Containerd, Dockerd};
+use common::engines::{self, load_config, pid_alive, save_config, Containerd, Dockerd};
 use common::runc::{spawn_create, Host};
 use common::sim::{stderr, write_script};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long a fault test waits for an engine to act on its own.
+const MINUTE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, PartialEq)]
 struct Counts {
@@ -147,19 +151,25 @@ fn runc_status(h: &Host, id: &str) -> Option<String> {
         .and_then(|v| v["status"].as_str().map(str::to_string))
 }
 
+/// Polls `done` every 25 ms for at most `limit`; what the fault left is
+/// read after it either way.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// Waits (at most a minute, by polling a file the fault's own process
 /// writes) for `path` to hold a pid; returns it.
 fn wait_for_pid(path: &Path) -> i32 {
-    for _ in 0..2400 {
-        if let Some(pid) = std::fs::read_to_string(path)
+    let pid = || {
+        std::fs::read_to_string(path)
             .ok()
             .and_then(|t| t.trim().parse().ok())
-        {
-            return pid;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("{} never appeared", path.display());
+    };
+    wait_until(MINUTE, || pid().is_some());
+    pid().unwrap_or_else(|| panic!("{} never appeared", path.display()))
 }
 
 fn sigkill(pid: i32) {
@@ -220,12 +230,7 @@ fn shim_killed_between_lease_and_exec() {
     shim.env("MIGWARD_CONFIG", &config);
     let pending = spawn_create(shim, &b, "victim");
     let lease = c.h.sim.path("state/leases/victim.json");
-    for _ in 0..400 {
-        if lease.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    wait_until(Duration::from_secs(10), || lease.exists());
     assert!(lease.exists(), "the shim never took its lease");
     // While it lives, it holds the instance.
     c.check_exclusive("while-shim", true);
@@ -247,13 +252,7 @@ fn container_init_killed_without_delete() {
     sigkill(pid);
     // The init is our child's child: runc reparented it to init (pid 1) or
     // a subreaper; wait until it is gone or a zombie.
-    for _ in 0..400 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    wait_until(Duration::from_secs(10), || !pid_alive(pid));
     c.check_spec(&b, &pristine);
     // No delete: the next acquire must reclaim the dead holder by itself.
     let b2 = c.bundle("after", &["true"]);
@@ -417,22 +416,6 @@ fn same_id_in_two_runtime_roots() {
 
 // --- through the engines ------------------------------------------------------
 
-/// Whether `pid` exists and is not a zombie.
-fn pid_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z"))
-}
-
-/// Waits, at most a minute, for `done`; a fault's outcome is read after
-/// it either way.
-fn wait_until(mut done: impl FnMut() -> bool) {
-    for _ in 0..1200 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 /// A dockerd whose `migward` runtime is the shim on the case's host with
 /// `config`; returns it and its daemon.json (to start it again on the same
 /// roots).
@@ -500,7 +483,7 @@ fn dockerd_killed(live_restore: bool, fault: &str) {
     let d = Dockerd::start_from(&dir, &cfg, None).expect("dockerd again");
     if !live_restore {
         // dockerd's restore stops what it does not keep.
-        wait_until(|| !pid_alive(init));
+        wait_until(MINUTE, || !pid_alive(init));
     }
     let live = pid_alive(init);
     assert_eq!(
@@ -511,7 +494,7 @@ fn dockerd_killed(live_restore: bool, fault: &str) {
     if !live_restore {
         // The restore deleted the task through migward, which released
         // the lease.
-        wait_until(|| c.h.leases().is_empty());
+        wait_until(MINUTE, || c.h.leases().is_empty());
         assert_eq!(
             c.h.leases(),
             Vec::<Value>::new(),
@@ -587,7 +570,7 @@ fn docker_rm_force_during_create() {
             .lines()
             .any(|l| l.contains("Calling DELETE") && l.contains("/containers/victim"))
     };
-    wait_until(removal_in);
+    wait_until(MINUTE, removal_in);
     assert!(removal_in(), "the removal never reached dockerd");
     drop(go);
     let (run, rm) = (run.join().unwrap(), rm.join().unwrap());
@@ -665,12 +648,12 @@ fn containerd_shim_killed() {
     );
     sigkill(shim);
     // containerd sees its shim gone and deletes the container's task.
-    wait_until(|| !pid_alive(init));
+    wait_until(MINUTE, || !pid_alive(init));
     let live = pid_alive(init);
     c.check_exclusive("after-the-shim-died", live);
     // containerd's cleanup ran the shim's `delete`, with the runtime the
     // bundle names (migward), which released the lease after the kill.
-    wait_until(|| c.h.leases().is_empty());
+    wait_until(MINUTE, || c.h.leases().is_empty());
     assert_eq!(
         c.h.leases(),
         Vec::<Value>::new(),

@@ -485,9 +485,10 @@ fn absolute(p: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // daemons
 
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence / permission.
-    unsafe { libc::kill(pid, 0) == 0 }
+/// Whether `pid` exists and is not a zombie (a zombie answers kill(pid, 0)
+/// but runs nothing and holds nothing open).
+pub fn pid_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z"))
 }
 
 fn signal(pid: i32, sig: i32) {
@@ -765,26 +766,31 @@ impl Dockerd {
     /// answers kill(pid, 0)) takes it for a live containerd and times out
     /// on its socket.
     pub fn crash(mut self) {
-        let ctd_pid: Option<i32> =
-            fs::read_to_string(self.dir.join("exec/containerd/containerd.pid"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
+        let ctd_pid = self.managed_containerd();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(pid) = ctd_pid {
             let deadline = Instant::now() + Duration::from_secs(60);
-            let running = || {
-                fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|stat| !stat.contains(") Z"))
-            };
-            while running() && Instant::now() < deadline {
+            while pid_alive(pid) && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(50));
             }
             // Dead, perhaps a zombie its new parent has not reaped: its
             // pid file must not make the next dockerd wait on its socket.
-            let _ = fs::remove_file(self.dir.join("exec/containerd/containerd.pid"));
+            let _ = fs::remove_file(self.containerd_pid_file());
         }
         std::mem::forget(self);
+    }
+
+    /// Where dockerd's managed containerd writes its pid.
+    fn containerd_pid_file(&self) -> PathBuf {
+        self.dir.join("exec/containerd/containerd.pid")
+    }
+
+    /// The pid of dockerd's managed containerd, from its pid file.
+    fn managed_containerd(&self) -> Option<i32> {
+        fs::read_to_string(self.containerd_pid_file())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
     }
 }
 
@@ -794,9 +800,7 @@ impl Drop for Dockerd {
         // dockerd had to be SIGKILLed make sure that containerd (ours: its cmdline names our
         // exec-root) goes too.
         let exec = self.dir.join("exec");
-        let ctd_pid: Option<i32> = fs::read_to_string(exec.join("containerd/containerd.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+        let ctd_pid = self.managed_containerd();
         // dockerd's own shutdown waits out each running container's stop timeout (10 s for a
         // `sleep`, which ignores SIGTERM as pid 1): force-remove what a failed test left first.
         if let Ok(None) = self.child.try_wait() {

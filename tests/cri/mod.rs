@@ -405,11 +405,10 @@ impl Node {
     /// StopPodSandbox then RemovePodSandbox, as the kubelet does when a pod
     /// is deleted: its containers are stopped and removed with it.
     pub fn remove_pod(&mut self, pod: &Pod) {
-        let client = &mut self.client;
         let stop = StopPodSandboxRequest {
             pod_sandbox_id: pod.id.clone(),
         };
-        if let Err(e) = self.rt.block_on(client.stop_pod_sandbox(stop)) {
+        if let Err(e) = self.rt.block_on(self.client.stop_pod_sandbox(stop)) {
             panic!("StopPodSandbox: {e:?}\n{}", self.log_tail());
         }
         let remove = RemovePodSandboxRequest {
