@@ -254,14 +254,7 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
     let mut edit =
         |host: &str, edited: Edited, before: Option<String>, changes: &mut Vec<Change>| {
             said.extend(edited.said);
-            // Installed already, with every setting as this install would
-            // make it: the file stays as it is, even where this install
-            // would lay it out otherwise (a table moved).
-            let json = host.ends_with(".json");
-            let after = match &before {
-                Some(b) if b != &edited.text && same_settings(json, b, &edited.text) => b.clone(),
-                _ => edited.text,
-            };
+            let after = settled(is_json(Path::new(host)), before.as_ref(), edited.text);
             files.push(
                 edited
                     .record
@@ -357,11 +350,8 @@ pub fn plan_install(engine: Engine, opts: &Options) -> Result<Plan, InstallError
         let crec_path = record_path(root, CONFIG_RECORD);
         let crec_before = read_opt(&crec_path)?;
         let old = read_record(&crec_path)?;
-        // As for the engine files: settings already as wanted, no write.
-        let text = match &cfg_text {
-            Some(b) if b != &edited.text && same_settings(false, b, &edited.text) => b.clone(),
-            _ => edited.text,
-        };
+        // migward's own config is TOML, whatever an explicit path is named.
+        let text = settled(false, cfg_text.as_ref(), edited.text);
         let merged = edited
             .record
             .editing(cfg_text.as_deref(), &text)
@@ -446,6 +436,22 @@ pub fn plan_uninstall(engine: Engine, opts: &Options) -> Result<Plan, InstallErr
     })
 }
 
+/// What an install leaves in a file (JSON or TOML) that holds `before`,
+/// given the `text` it would write: `before` itself when that already holds every setting
+/// as `text` does (installed already), even where `text` lays it out
+/// otherwise (a table moved); else `text`.
+fn settled(json: bool, before: Option<&String>, text: String) -> String {
+    match before {
+        Some(b) if *b != text && same_settings(json, b, &text) => b.clone(),
+        _ => text,
+    }
+}
+
+/// Whether `path` is a JSON file (daemon.json); the others are TOML.
+fn is_json(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
+}
+
 /// Whether two texts of a JSON or TOML config file hold the same settings,
 /// whatever their layout. An empty daemon.json is `{}` to dockerd.
 fn same_settings(json: bool, a: &str, b: &str) -> bool {
@@ -482,7 +488,7 @@ fn undo_at(file: &Path, f: &FileRecord, said: &mut Vec<String>) -> Result<Change
         });
     }
     let invalid = InstallError::invalid(file);
-    let json = f.path.extension().is_some_and(|e| e == "json");
+    let json = is_json(&f.path);
     let rendered = if json {
         let mut d = JsonDoc::parse(text).map_err(invalid)?;
         doc::undo(&mut d, f).map_err(invalid)?;
