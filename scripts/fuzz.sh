@@ -134,23 +134,16 @@ if [ "$build_only" -eq 1 ]; then
     exit 0
 fi
 
-# Which dictionary each target uses (fuzz/dict/).
+# Which dictionary (fuzz/dict/) a target uses where it is not the one
+# named after it: the targets that read OCI specs share one.
 declare -A DICT=(
-    [request_ids]=request_ids
     [request_spec]=spec
     [spec_edit]=spec
     [plan]=spec
     [hook]=spec
-    [procfs]=procfs
-    [lease]=lease
-    [cdi]=cdi
-    [config]=config
-    [topology]=topology
-    [install]=install
 )
 
 # --- run ----------------------------------------------------------------------
-mkdir -p fuzz/target/logs
 failed=()
 summary=()
 for t in "${targets[@]}"; do
@@ -164,8 +157,9 @@ for t in "${targets[@]}"; do
         args+=(-seed=1 -runs=5000)
     fi
     mkdir -p "$corpus" "fuzz/corpus/$t" "$(dirname "$log")"
-    if [ -n "${DICT[$t]:-}" ] && [ -f "fuzz/dict/${DICT[$t]}.dict" ]; then
-        args+=(-dict="$PWD/fuzz/dict/${DICT[$t]}.dict")
+    dict="fuzz/dict/${DICT[$t]:-$t}.dict"
+    if [ -f "$dict" ]; then
+        args+=(-dict="$PWD/$dict")
     fi
     if [ "$ci" -eq 1 ]; then
         echo "fuzz.sh: $t, 5000 inputs from seed 1 (at most ${seconds}s)"

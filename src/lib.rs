@@ -23,6 +23,12 @@ pub mod topology;
 /// An error and its causes as one line (`what failed: why: why`), for
 /// places that print a library error without anyhow.
 pub fn chain(e: &dyn std::error::Error) -> String {
+    flat(&joined(e))
+}
+
+/// An error and its causes joined with `: `, as their messages are
+/// (control characters and all): [`chain`] before [`flat`].
+pub fn joined(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -30,7 +36,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         out.push_str(&c.to_string());
         cause = c.source();
     }
-    flat(&out)
+    out
 }
 
 /// An anyhow error chain as one line, as the binary prints it.

@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Some(edits)) => edits,
         Ok(None) => return,
         Err(e) => {
-            assert_one_line("cdi::read", &migward_fuzz::messages(&e));
+            assert_one_line("cdi::read", &migward::joined(&e));
             return;
         }
     };

@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
             let back = Config::parse(&written, path).expect("a written config parses");
             assert_eq!(back, config, "config does not round-trip:\n{written}");
         }
-        Err(e) => assert_one_line("Config::parse", &migward_fuzz::messages(&e)),
+        Err(e) => assert_one_line("Config::parse", &migward::joined(&e)),
     }
 });

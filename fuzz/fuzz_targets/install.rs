@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let plan = match install::plan_install(engine, &opts) {
         Ok(plan) => plan,
         Err(e) => {
-            assert_one_line("plan_install", &migward_fuzz::messages(&e));
+            assert_one_line("plan_install", &migward::joined(&e));
             return;
         }
     };

@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let plan = match migward::plan::plan(&request, &host.gpus, &host.files) {
         Ok(plan) => plan,
         Err(e) => {
-            assert_one_line("plan error", &migward_fuzz::messages(&e));
+            assert_one_line("plan error", &migward::joined(&e));
             return;
         }
     };

@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
         let mut warnings = Vec::new();
         match apply::gpu_request(&config, &value, "fuzz", &majors, &mut |w| warnings.push(w)) {
             Ok(_) => {}
-            Err(e) => assert_one_line("gpu_request", &migward_fuzz::messages(&e)),
+            Err(e) => assert_one_line("gpu_request", &migward::joined(&e)),
         }
         for w in &warnings {
             assert_one_line("gpu_request warning", w);

@@ -13,8 +13,8 @@ use migward::apply::{self, GpuMajors};
 use migward::request::{self, Request, Source};
 use migward::spec::edit;
 use migward_fuzz::{
-    array, assert_idempotent, assert_only_touched, assert_reads_back, fixed_cdi_edits, fixed_plans,
-    is_subsequence, sim_host, text, ALL_MAJORS, NODE_MAJORS,
+    array, assert_idempotent, assert_only_touched, assert_reads_back, edited, fixed_cdi_edits,
+    fixed_plans, is_subsequence, sim_host, text, ALL_MAJORS, NODE_MAJORS,
 };
 use serde_json::Value;
 
@@ -33,10 +33,9 @@ fuzz_target!(|data: &[u8]| {
     void(&before);
     set_env(&before);
     for (request, plan) in fixed_plans() {
-        let mut s = before.clone();
-        edit::apply_plan(&mut s, plan);
-        assert_only_touched("apply_plan", &before, &s, &PLANNED);
-        assert_idempotent("apply_plan", &s, |v| edit::apply_plan(v, plan));
+        let s = edited("apply_plan", &before, &PLANNED, |v| {
+            edit::apply_plan(v, plan)
+        });
         for d in &plan.devices {
             let at_path = array(&s, "/linux/devices")
                 .iter()
@@ -126,10 +125,10 @@ fn void(before: &Value) {
 }
 
 fn set_env(before: &Value) {
-    let mut s = before.clone();
     let entry = format!("{NVD}=MIG-0b14a1a5-6c21-4bdc-9d0c-8c1e7a3b2a10");
-    edit::set_env(&mut s, NVD, &entry[NVD.len() + 1..]);
-    assert_only_touched("set_env", before, &s, &[ENV]);
+    let s = edited("set_env", before, &[ENV], |v| {
+        edit::set_env(v, NVD, &entry[NVD.len() + 1..])
+    });
     let env = array(&s, ENV);
     assert_eq!(env.last().and_then(Value::as_str), Some(entry.as_str()));
     let others: Vec<&Value> = array(before, ENV)
@@ -140,9 +139,6 @@ fn set_env(before: &Value) {
         })
         .collect();
     assert_eq!(env[..env.len() - 1].iter().collect::<Vec<_>>(), others);
-    assert_idempotent("set_env", &s, |v| {
-        edit::set_env(v, NVD, &entry[NVD.len() + 1..])
-    });
 }
 
 fn edit_spec(before: &Value, request: &Request, plan: &migward::plan::Plan) {
@@ -156,8 +152,6 @@ fn edit_spec(before: &Value, request: &Request, plan: &migward::plan::Plan) {
         apply::edit_spec(v, request, plan, &config, &majors, false, &mut |_| {})
             .expect("edit_spec without a release hook or driver cannot fail")
     };
-    let mut s = before.clone();
-    run(&mut s);
     let touched = [
         "/linux/devices",
         "/linux/resources/devices",
@@ -165,8 +159,7 @@ fn edit_spec(before: &Value, request: &Request, plan: &migward::plan::Plan) {
         "/process/env",
         "/annotations/migward~1devices",
     ];
-    assert_only_touched("edit_spec", before, &s, &touched);
-    assert_idempotent("edit_spec", &s, run);
+    let s = edited("edit_spec", before, &touched, run);
     assert_eq!(
         apply::foreign_gpu_device(&s, Some(plan), NODE_MAJORS),
         None,
@@ -181,8 +174,6 @@ fn cdi(before: &Value) {
     let run = |v: &mut Value| {
         migward::driver::apply_cdi(v, edits, &host.root, NODE_MAJORS, &mut |_| {});
     };
-    let mut s = before.clone();
-    run(&mut s);
     let touched = [
         "/process/env",
         "/mounts",
@@ -190,8 +181,7 @@ fn cdi(before: &Value) {
         "/linux/devices",
         "/linux/resources/devices",
     ];
-    assert_only_touched("apply_cdi", before, &s, &touched);
-    assert_idempotent("apply_cdi", &s, run);
+    edited("apply_cdi", before, &touched, run);
     let mut stripped = before.clone();
     edit::strip_nvidia(&mut stripped, &ALL_MAJORS);
     run(&mut stripped);

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let topo = match Topology::parse(text, "fuzz.toml") {
         Ok(t) => t,
         Err(e) => {
-            assert_one_line("Topology::parse", &migward_fuzz::messages(&e));
+            assert_one_line("Topology::parse", &migward::joined(&e));
             return;
         }
     };

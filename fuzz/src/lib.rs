@@ -142,19 +142,6 @@ pub fn policies() -> [RequestPolicy<'static>; 4] {
     ]
 }
 
-/// An error and its causes as `migward::chain` joins them, but with any
-/// newline left in, for the checks below to see.
-pub fn messages(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 /// Fails unless `message` is one line without control characters: every
 /// error about untrusted input shows the value escaped and cut (request
 /// `shown`), so an image cannot forge log lines.
@@ -258,6 +245,17 @@ pub fn assert_only_touched(what: &str, before: &Value, after: &Value, pointers: 
 }
 
 /// Fails unless editing `once` (already edited) again changes nothing.
+/// `before` with `edit` applied, checked: nothing outside the fields at
+/// `touched` changed ([`assert_only_touched`]), and a second application
+/// changes nothing ([`assert_idempotent`]).
+pub fn edited(what: &str, before: &Value, touched: &[&str], edit: impl Fn(&mut Value)) -> Value {
+    let mut once = before.clone();
+    edit(&mut once);
+    assert_only_touched(what, before, &once, touched);
+    assert_idempotent(what, &once, edit);
+    once
+}
+
 pub fn assert_idempotent(what: &str, once: &Value, edit: impl FnOnce(&mut Value)) {
     let mut twice = once.clone();
     edit(&mut twice);
