@@ -449,13 +449,6 @@ fn docker_init_pid(d: &Dockerd, name: &str) -> Option<i32> {
     engines::stdout(&out).trim().parse().ok().filter(|p| *p > 0)
 }
 
-/// containerd's bundle (for dockerd: its managed containerd) of `id`.
-fn docker_bundle(d: &Dockerd, id: &str) -> PathBuf {
-    d.dir.join(format!(
-        "exec/containerd/daemon/io.containerd.runtime.v2.task/moby/{id}"
-    ))
-}
-
 /// dockerd SIGKILLed while a MIG container runs, then started again: the
 /// container keeps its instance as long as it runs (with live-restore
 /// dockerd keeps it; without, dockerd stops it on restore), and once it is
@@ -472,7 +465,7 @@ fn dockerd_killed(live_restore: bool, fault: &str) {
     let id = engines::expect_success(&out, "docker run -d")
         .trim()
         .to_string();
-    let bundle = docker_bundle(&d, &id);
+    let bundle = d.bundle(&id);
     c.check_spec(&bundle, b"");
     let init = docker_init_pid(&d, "victim").expect("the container's init pid");
     d.crash();

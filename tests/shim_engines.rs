@@ -82,9 +82,7 @@ fn docker_run_gets_its_instance_and_keeps_docker_hooks() {
     let id = engines::expect_success(&out, "docker run -d")
         .trim()
         .to_string();
-    let bundle = d.dir.join(format!(
-        "exec/containerd/daemon/io.containerd.runtime.v2.task/moby/{id}/config.json"
-    ));
+    let bundle = d.bundle(&id).join("config.json");
     let spec: Value =
         serde_json::from_str(&std::fs::read_to_string(&bundle).expect("bundle config")).unwrap();
     let prestart = spec["hooks"]["prestart"]

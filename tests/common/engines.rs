@@ -781,6 +781,14 @@ impl Dockerd {
         std::mem::forget(self);
     }
 
+    /// The bundle of container `id`, as dockerd's managed containerd keeps
+    /// it.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.join(format!(
+            "exec/containerd/daemon/io.containerd.runtime.v2.task/moby/{id}"
+        ))
+    }
+
     /// Where dockerd's managed containerd writes its pid.
     fn containerd_pid_file(&self) -> PathBuf {
         self.dir.join("exec/containerd/containerd.pid")
