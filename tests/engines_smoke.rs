@@ -156,12 +156,30 @@ services:
     let out = expect_success(&o, "docker-compose up");
     assert!(out.contains("hi-compose bar"), "{out}\n{}", stderr(&o));
 
-    // `run --rm -T` gives the service's raw stdout and its exit code
+    // `run --rm -T` gives the service's raw stdout (once: the container runs once) and its
+    // exit code
     let o = d.compose(&proj, "smoke", &["run", "--rm", "-T", "hello"]);
     assert_eq!(
         expect_success(&o, "docker-compose run").trim(),
         "hi-compose bar"
     );
+    // What a container writes at once reaches `run` even while the container is still
+    // running when compose looks (the way a loaded machine made it look): compose must
+    // attach before it starts the container (see `Dockerd::compose_cmd`).
+    let o = d.compose(
+        &proj,
+        "smoke",
+        &[
+            "run",
+            "--rm",
+            "-T",
+            "hello",
+            "sh",
+            "-c",
+            "echo early; sleep 1",
+        ],
+    );
+    assert_eq!(expect_success(&o, "docker-compose run").trim(), "early");
     let o = d.compose(
         &proj,
         "smoke",

@@ -635,6 +635,13 @@ impl Dockerd {
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let socket = dir.join("docker.sock");
         write(&dir.join("cli/config.json"), "{}");
+        // the docker client docker-compose finds first on PATH (see `Dockerd::compose_cmd`);
+        // a dockerd started again on the same dir finds the link there
+        let compose_docker = dir.join("compose-bin/docker");
+        if fs::symlink_metadata(&compose_docker).is_err() {
+            fs::create_dir_all(dir.join("compose-bin")).map_err(|e| e.to_string())?;
+            std::os::unix::fs::symlink(&client, &compose_docker).map_err(|e| e.to_string())?;
+        }
         let log = dir.join("dockerd.log");
         let mut cmd = Command::new(dockerd);
         cmd.arg("--config-file").arg(cfg_path);
@@ -687,7 +694,6 @@ impl Dockerd {
                 self.dir.join("cli").display().to_string(),
             ),
             ("DOCKER_CONTEXT".into(), "default".into()),
-            ("COMPOSE_INTERACTIVE_NO_CLI".into(), "1".into()),
         ]
     }
 
@@ -731,9 +737,21 @@ impl Dockerd {
 
     /// A `docker-compose` (Debian's 1.29, python) command against this daemon, run in
     /// `project_dir` (where docker-compose.yml lives) with project name `project`.
+    ///
+    /// `run` goes through the docker CLI (`docker start --attach`), compose's default on
+    /// Linux, with this daemon's client first on PATH. Its other way,
+    /// `COMPOSE_INTERACTIVE_NO_CLI=1`, is broken in 1.29 on Python 3: dockerpty's
+    /// `sockets()` returns a lazy `map`, so compose starts the container before it attaches,
+    /// loses what the container writes in between, and starts the container a second time
+    /// when it finds it stopped (dockerd's debug log shows `start`, `attach` ×3, `start`).
+    /// That made `run` print nothing on a loaded machine.
     pub fn compose_cmd(&self, project_dir: &Path, project: &str) -> Command {
+        let bin = self.dir.join("compose-bin");
+        let path = std::env::var("PATH").unwrap_or_default();
         let mut c = Command::new(require("docker-compose"));
         c.envs(self.env())
+            .env_remove("COMPOSE_INTERACTIVE_NO_CLI")
+            .env("PATH", format!("{}:{path}", bin.display()))
             .current_dir(project_dir)
             .args(["--ansi", "never"])
             .arg("-p")
