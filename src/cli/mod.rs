@@ -65,7 +65,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if args.get(1).is_some_and(|a| a == "runtime") {
         return runtime::main(&args[2..]);
     }
-    let cli = Cli::parse_from(args);
+    let cli = match hook::by_hand(&args) {
+        Some((config, args)) => Cli {
+            config,
+            command: Command::Hook(args),
+        },
+        None => Cli::parse_from(args),
+    };
     crate::sigpipe(if cli.command.only_prints() {
         // `migward list | head -1`: a closed pipe ends the command quietly,
         // as it does for every Unix tool (no panic on a failed println!).
