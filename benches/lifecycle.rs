@@ -161,25 +161,41 @@ fn containerd_lifecycle(
         bin: shim.to_path_buf(),
         env: vec![("MIGWARD_CONFIG".into(), config.to_path_buf())],
     };
-    let floor = verbs::exec_only_shim(d, "exec-only-runc", &runc);
+    use verbs::Floor;
+    let floor = |name: &str, kind| plain_rt(&verbs::exec_only_shim(d, name, &runc, kind));
     // (name, runtime, bundle, index of the reference variant)
     let mut variants: Vec<(String, Runtime, &Path, usize)> = vec![
         ("runc, no devices".into(), plain_rt(&runc), plain, 0),
         ("migward, no GPU request".into(), migward.clone(), plain, 0),
         (
             "static C exec-only shim, then runc (the floor of any exec shim)".into(),
-            plain_rt(&floor),
+            floor("exec-only-runc", Floor::StaticC),
             plain,
             0,
         ),
         (
+            "dynamic C exec-only shim (the floor of a shim that can load NVML)".into(),
+            floor("exec-only-runc-dyn", Floor::DynamicC),
+            plain,
+            0,
+        ),
+        (
+            "Rust exec-only shim (the floor of a Rust shim that can load NVML)".into(),
+            floor("exec-only-runc-rs", Floor::Rust),
+            plain,
+            0,
+        ),
+    ];
+    let by_hand = variants.len();
+    variants.extend([
+        (
             "runc, the MIG instance's nodes and rules by hand".into(),
             plain_rt(&runc),
             byhand,
-            3,
+            by_hand,
         ),
-        ("migward, MIG request".into(), migward, mig, 3),
-    ];
+        ("migward, MIG request".into(), migward, mig, by_hand),
+    ]);
     // On a host with NVIDIA's toolkit, its runtime in the same run.
     if let Some(nvidia) = verbs::which("nvidia-container-runtime") {
         variants.push((
@@ -459,8 +475,14 @@ fn main() {
     };
     let true_only = with_true(&config_path, "true-only.toml");
     let true_driver = with_true(&driver_config, "true-driver.toml");
-    let exec_only = util::verbs::exec_only_shim(d, "exec-only-true", Path::new("/bin/true"));
-    let mut own: Vec<Stats> = (0..5).map(|_| Stats::new()).collect();
+    use util::verbs::Floor;
+    let floors = [
+        ("exec-only-true", Floor::StaticC),
+        ("exec-only-true-dyn", Floor::DynamicC),
+        ("exec-only-true-rs", Floor::Rust),
+    ]
+    .map(|(name, kind)| util::verbs::exec_only_shim(d, name, Path::new("/bin/true"), kind));
+    let mut own: Vec<Stats> = (0..7).map(|_| Stats::new()).collect();
     for i in 0..runs * 3 {
         own[0].samples.push(timed(
             Command::new("/bin/true")
@@ -469,13 +491,15 @@ fn main() {
                 .arg("x"),
             "true",
         ));
-        own[4].samples.push(timed(
-            Command::new(&exec_only)
-                .args(["create", "--bundle"])
-                .arg(&plain)
-                .arg("x"),
-            "exec-only shim",
-        ));
+        for (k, floor) in floors.iter().enumerate() {
+            own[4 + k].samples.push(timed(
+                Command::new(floor)
+                    .args(["create", "--bundle"])
+                    .arg(&plain)
+                    .arg("x"),
+                "exec-only shim",
+            ));
+        }
         let mut pass = Command::new(&shim);
         pass.env("MIGWARD_CONFIG", &true_only)
             .args(["create", "--bundle"])
@@ -512,6 +536,8 @@ fn main() {
         "shim, MIG request (plan, lease, spec write)",
         "shim, MIG request, driver from the CDI spec (read, check, apply)",
         "static C program that only execs `/bin/true` (the floor of any exec shim)",
+        "dynamic C program, the same (the floor of a shim that can load NVML)",
+        "Rust program, the same (the floor of a Rust shim that can load NVML)",
     ]
     .iter()
     .zip(&own)
@@ -533,11 +559,21 @@ fn main() {
         std::process::id()
     ));
     std::fs::create_dir_all(&cg).expect("cgroup v1 devices controller");
+    // It says when it is in its own mount namespace (unshare, then sh, then
+    // sleep, all one pid); a hook aimed at it before would mount on the host.
     let mut helper = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sleep", "600"])
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("echo ready; exec sleep 600")
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(helper.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready", "the hook's helper namespace");
     let helper_pid = helper.id();
     std::fs::write(cg.join("cgroup.procs"), helper_pid.to_string()).unwrap();
     let hook_rootfs = d.join("hookroot");

@@ -216,7 +216,12 @@ fn shim_killed_between_lease_and_exec() {
     // The runtime below never finishes: the shim (now it) is killed while
     // it holds the lease and before any container exists.
     let stuck = c.h.sim.path("stuck-runtime");
-    write_script(&stuck, "exec sleep 300");
+    // It says when it runs: the shim execs it only after the lease is on disk.
+    let started = c.h.sim.path("stuck-started");
+    write_script(
+        &stuck,
+        &format!("echo $$ > {}\nexec sleep 300", started.display()),
+    );
     let base = std::fs::read_to_string(c.h.sim.config()).unwrap();
     let config = c.h.sim.path("stuck.toml");
     std::fs::write(
@@ -230,8 +235,8 @@ fn shim_killed_between_lease_and_exec() {
     shim.env("MIGWARD_CONFIG", &config);
     let pending = spawn_create(shim, &b, "victim");
     let lease = c.h.sim.path("state/leases/victim.json");
-    wait_until(Duration::from_secs(10), || lease.exists());
-    assert!(lease.exists(), "the shim never took its lease");
+    wait_for_pid(&started);
+    assert!(lease.exists(), "the shim ran the runtime without its lease");
     // While it lives, it holds the instance.
     c.check_exclusive("while-shim", true);
     sigkill(pending.pid() as i32);
@@ -252,7 +257,7 @@ fn container_init_killed_without_delete() {
     sigkill(pid);
     // The init is our child's child: runc reparented it to init (pid 1) or
     // a subreaper; wait until it is gone or a zombie.
-    wait_until(Duration::from_secs(10), || !pid_alive(pid));
+    wait_until(MINUTE, || !pid_alive(pid));
     c.check_spec(&b, &pristine);
     // No delete: the next acquire must reclaim the dead holder by itself.
     let b2 = c.bundle("after", &["true"]);

@@ -98,14 +98,9 @@ fn runc_hook_binds_nodes_and_holds_the_instance() {
         "the refused container exists"
     );
     engines::expect_success(&runc(&root, &["kill", "hook-holder", "KILL"]), "kill");
-    let mut tries = 0;
-    while !String::from_utf8_lossy(&runc(&root, &["state", "hook-holder"]).stdout)
-        .contains("stopped")
-        && tries < 100
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        tries += 1;
-    }
+    engines::wait_for("hook-holder to stop after SIGKILL", || {
+        String::from_utf8_lossy(&runc(&root, &["state", "hook-holder"]).stdout).contains("stopped")
+    });
     engines::expect_success(
         &runc(&root, &["delete", "hook-holder"]),
         "delete runs poststop",

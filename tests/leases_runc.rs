@@ -51,17 +51,12 @@ fn second_container_is_refused_until_the_first_exits() {
 
     // A exits: its init is gone, so its lease is stale even before delete.
     engines::expect_success(&h.runc(&["kill", "holder-a", "KILL"]), "kill A");
-    let mut waited = 0;
-    while h
-        .runc(&["state", "holder-a"])
-        .stdout
-        .windows(7)
-        .all(|w| w != b"stopped")
-        && waited < 100
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        waited += 1;
-    }
+    engines::wait_for("holder-a to stop after SIGKILL", || {
+        h.runc(&["state", "holder-a"])
+            .stdout
+            .windows(7)
+            .any(|w| w == b"stopped")
+    });
     let out = h.run(&b, "second-b");
     let text = engines::expect_success(&out, "B after A exited");
     assert!(
@@ -167,7 +162,12 @@ fn crashes_never_block_an_instance() {
     // 1. The shim is killed after the lease, before runc runs: the lower
     //    runtime here is a process that stays put (the exec'd shim), killed.
     let stuck = h.sim.path("stuck-runtime");
-    write_script(&stuck, "exec sleep 300");
+    // It says when it runs: the shim execs it only after the lease is on disk.
+    let started = h.sim.path("stuck-started");
+    write_script(
+        &stuck,
+        &format!("echo $$ > {}\nexec sleep 300", started.display()),
+    );
     let stuck_config = h.sim.path("stuck.toml");
     let base = std::fs::read_to_string(h.sim.config()).unwrap();
     std::fs::write(
@@ -187,12 +187,15 @@ fn crashes_never_block_an_instance() {
         .spawn()
         .unwrap();
     let lease_file = h.sim.path("state/leases/killed-shim.json");
-    let mut waited = 0;
-    while !lease_file.exists() && waited < 200 {
-        std::thread::sleep(std::time::Duration::from_millis(25));
-        waited += 1;
-    }
-    assert!(lease_file.exists(), "the shim never took its lease");
+    engines::wait_for("the shim to exec the stuck runtime", || {
+        let exited = child.try_wait().unwrap();
+        assert!(exited.is_none(), "the shim exited: {exited:?}");
+        started.exists()
+    });
+    assert!(
+        lease_file.exists(),
+        "the shim ran the runtime without its lease"
+    );
     let refused = next("while-alive");
     assert!(
         stderr(&refused).contains("held by container killed-shim"),
@@ -221,16 +224,7 @@ fn crashes_never_block_an_instance() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let mut waited = 0;
-    while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-        && waited < 100
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        waited += 1;
-    }
+    engines::wait_for("the killed init to die", || !engines::pid_alive(pid));
     engines::expect_success(&next("after-init-kill"), "after the init was killed");
     h.runc(&["delete", "--force", "init-killed"]);
 

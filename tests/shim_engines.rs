@@ -77,7 +77,7 @@ fn docker_run_gets_its_instance_and_keeps_docker_hooks() {
         &cuda,
         "local/busybox:1",
         "sleep",
-        "60",
+        "3600",
     ]);
     let id = engines::expect_success(&out, "docker run -d")
         .trim()

@@ -91,24 +91,83 @@ pub fn life(rt: &Runtime, root: &Path, bundle: &Path, id: &str) -> [Duration; 4]
     [create, start, wait, delete]
 }
 
-/// A static C program that only `execv`s `target`: the least any
-/// exec-based shim can add (compiled here with `cc -static`).
-pub fn exec_only_shim(dir: &Path, name: &str, target: &Path) -> PathBuf {
-    let src = dir.join("exec-only.c");
-    std::fs::write(
-        &src,
-        "#include <unistd.h>\nint main(int c, char **v) { (void)c; execv(TARGET, v); return 127; }\n",
-    )
-    .unwrap();
+/// A program that only execs its target: the least an exec-based shim
+/// built this way can add.
+#[derive(Clone, Copy)]
+pub enum Floor {
+    /// C, `cc -static`: the least any exec shim can add.
+    StaticC,
+    /// C, linked against libc.so (PIE): the least a shim that can `dlopen`
+    /// the host's NVML can add (a static glibc program cannot load it).
+    DynamicC,
+    /// Rust, built as migward's release profile builds (LTO, panic=abort,
+    /// `no_main`, stripped), `Command::exec` as the shim does: the least a
+    /// shim written in Rust that can load NVML can add.
+    Rust,
+}
+
+/// `floor` built in `dir` as `name`, execing `target`.
+pub fn exec_only_shim(dir: &Path, name: &str, target: &Path, floor: Floor) -> PathBuf {
     let out = dir.join(name);
-    let status = Command::new("cc")
-        .args(["-O2", "-static", "-o"])
-        .arg(&out)
-        .arg(format!("-DTARGET=\"{}\"", target.display()))
-        .arg(&src)
-        .status()
-        .expect("cc: install gcc and libc6-dev");
-    assert!(status.success(), "cc -static failed: install libc6-dev");
+    let status = match floor {
+        Floor::StaticC | Floor::DynamicC => {
+            let src = dir.join(format!("{name}.c"));
+            std::fs::write(
+                &src,
+                "#include <unistd.h>\nint main(int c, char **v) { (void)c; execv(TARGET, v); return 127; }\n",
+            )
+            .unwrap();
+            let mut cc = Command::new("cc");
+            cc.arg("-O2");
+            if let Floor::StaticC = floor {
+                cc.arg("-static");
+            }
+            cc.arg("-o")
+                .arg(&out)
+                .arg(format!("-DTARGET=\"{}\"", target.display()))
+                .arg(&src)
+                .status()
+                .expect("cc: install gcc and libc6-dev")
+        }
+        Floor::Rust => {
+            let src = dir.join(format!("{name}.rs"));
+            std::fs::write(
+                &src,
+                format!(
+                    r#"#![no_main]
+use std::os::unix::process::CommandExt;
+#[no_mangle]
+extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {{
+    let err = std::process::Command::new({target:?}).args(std::env::args_os().skip(1)).exec();
+    eprintln!("{{err}}");
+    127
+}}
+"#
+                ),
+            )
+            .unwrap();
+            let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+            Command::new(rustc)
+                .args(["--edition", "2021", "-C", "opt-level=3", "-C", "lto"])
+                .args([
+                    "-C",
+                    "codegen-units=1",
+                    "-C",
+                    "panic=abort",
+                    "-C",
+                    "strip=symbols",
+                ])
+                .arg("-o")
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .expect("rustc")
+        }
+    };
+    assert!(
+        status.success(),
+        "building {name} failed (gcc, libc6-dev, rustc)"
+    );
     out
 }
 

@@ -440,6 +440,15 @@ pub fn runc_bundle(dir: &Path, args: &[&str], env: &[&str]) -> PathBuf {
     }
     cfg["process"]["env"] = json!(envs);
     cfg["root"]["readonly"] = json!(false);
+    // A cgroup of its own, named after the bundle: without one runc uses
+    // `/<container id>`, and two tests running a container with the same id
+    // at once would share (and rewrite) one device allow-list.
+    let name: String = bundle
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    cfg["linux"]["cgroupsPath"] = json!(format!("/migward-test{name}"));
     save_config(&bundle, &cfg);
     bundle
 }
@@ -484,6 +493,17 @@ fn absolute(p: &Path) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------------
 // daemons
+
+/// Polls `done` every 25 ms until it holds. A minute without is a stuck
+/// test, not a slow machine: it panics naming `what`. Only for events that
+/// must come (a killed process going away, a file a process writes).
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited a minute for {what}");
+        thread::sleep(Duration::from_millis(25));
+    }
+}
 
 /// Whether `pid` exists and is not a zombie (a zombie answers kill(pid, 0)
 /// but runs nothing and holds nothing open).
@@ -533,6 +553,12 @@ pub fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<Child, String> {
 }
 
 /// Polls `ready` every 100 ms until it returns true, the daemon exits, or `timeout` passes.
+/// How long a daemon (dockerd, containerd) may take to answer after it is
+/// started: a stuck daemon, not a slow machine, takes longer. dockerd
+/// restarted after a crash answers only after its restore has stopped the
+/// containers it found (10 s each for a `sleep`, which ignores SIGTERM).
+pub const DAEMON_START: Duration = Duration::from_secs(120);
+
 pub fn wait_ready(
     child: &mut Child,
     what: &str,
@@ -575,7 +601,7 @@ pub struct Dockerd {
 
 impl Dockerd {
     /// Starts dockerd with `runtimes` (name, absolute path of a runc-compatible binary) added to
-    /// its runtimes map, and waits (up to 60 s) until `docker version` answers.
+    /// its runtimes map, and waits (up to [`DAEMON_START`]) until `docker version` answers.
     pub fn start(dir: &Path, runtimes: &[(&str, &Path)]) -> Result<Dockerd, String> {
         let mut rt = serde_json::Map::new();
         for (name, path) in runtimes {
@@ -659,23 +685,16 @@ impl Dockerd {
         };
         let (client, env) = (d.client.clone(), d.env());
         let log = d.log.clone();
-        wait_ready(
-            &mut d.child,
-            "dockerd",
-            &log,
-            Duration::from_secs(60),
-            || {
+        wait_ready(&mut d.child, "dockerd", &log, DAEMON_START, || {
+            output_timeout(
                 Command::new(&client)
                     .envs(env.iter().map(|(k, v)| (k, v)))
-                    .arg("version")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false)
-            },
-        )?;
+                    .arg("version"),
+                Duration::from_secs(15),
+            )
+            .status
+            .success()
+        })?;
         Ok(d)
     }
 
@@ -846,6 +865,15 @@ impl Drop for Dockerd {
             }
             if pid_alive(pid) && ours() {
                 signal(pid, libc::SIGKILL);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while pid_alive(pid) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            // As in `crash`: a dockerd started again on this dir must not
+            // take a dead (zombie) containerd's pid for a live one.
+            if !pid_alive(pid) {
+                let _ = fs::remove_file(self.containerd_pid_file());
             }
         }
         // A dockerd that crashed ([`Dockerd::crash`]) left its mounts (the
@@ -879,7 +907,7 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd and waits (up to 30 s) until `ctr version` answers.
+    /// Starts containerd and waits (up to [`DAEMON_START`]) until `ctr version` answers.
     pub fn start(dir: &Path) -> Result<Containerd, String> {
         let containerd = require("containerd");
         let ctr = require("ctr");
@@ -916,24 +944,18 @@ impl Containerd {
             ctr,
         };
         let (ctr, sock, log) = (c.ctr.clone(), c.socket.clone(), c.log.clone());
-        wait_ready(
-            &mut c.child,
-            "containerd",
-            &log,
-            Duration::from_secs(30),
-            || {
-                Command::new(&ctr)
-                    .arg("--address")
-                    .arg(&sock)
-                    .arg("version")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false)
-            },
-        )?;
+        wait_ready(&mut c.child, "containerd", &log, DAEMON_START, || {
+            Command::new(&ctr)
+                .arg("--address")
+                .arg(&sock)
+                .arg("version")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })?;
         Ok(c)
     }
 
@@ -1132,7 +1154,7 @@ impl Drop for Podman {
         // Remove whatever a failed test left running (normally nothing: runs use --rm).
         let _ = output_timeout(
             self.cmd().args(["rm", "--all", "--force", "--time", "0"]),
-            Duration::from_secs(30),
+            DAEMON_START,
         );
     }
 }

@@ -17,6 +17,7 @@
 use crate::common::engines::{self, busybox_oci_tar_cmd, require, write};
 use crate::common::sim::{shim_link, Sim, MIGWARD};
 use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use std::collections::HashMap;
@@ -136,7 +137,7 @@ impl Node {
             &mut child,
             "containerd",
             &log,
-            Duration::from_secs(30),
+            engines::DAEMON_START,
             || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
         );
         if let Err(e) = ready {
@@ -162,18 +163,19 @@ impl Node {
                 }))
                 .await
         });
-        let client = match channel {
-            Ok(c) => RuntimeServiceClient::new(c),
+        let channel = match channel {
+            Ok(c) => c,
             Err(e) => {
                 engines::stop_child(&mut child, Duration::from_secs(5));
                 panic!("CRI connect: {e}");
             }
         };
+        let mut images = ImageServiceClient::new(channel.clone());
         let node = Node {
             dir,
             child,
             rt,
-            client,
+            client: RuntimeServiceClient::new(channel),
         };
         for (name, cmd) in [
             (PAUSE_IMAGE, &["sleep", "2147483647"][..]),
@@ -189,6 +191,21 @@ impl Node {
                     .arg(&tar),
             );
             engines::expect_success(&out, "ctr images import");
+            // CRI's own image list learns of an import from containerd's
+            // ImageCreate event, later: a pod run before it would try to
+            // pull the image (offline here).
+            engines::wait_for(&format!("CRI to list the imported {name}"), || {
+                let request = ImageStatusRequest {
+                    image: Some(ImageSpec {
+                        image: name.into(),
+                        ..Default::default()
+                    }),
+                    verbose: false,
+                };
+                node.rt
+                    .block_on(images.image_status(request))
+                    .is_ok_and(|r| r.into_inner().image.is_some())
+            });
         }
         node
     }
