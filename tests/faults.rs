@@ -257,7 +257,7 @@ fn container_init_killed_without_delete() {
     sigkill(pid);
     // The init is our child's child: runc reparented it to init (pid 1) or
     // a subreaper; wait until it is gone or a zombie.
-    wait_until(MINUTE, || !pid_alive(pid));
+    engines::wait_for("the killed init to die", || !pid_alive(pid));
     c.check_spec(&b, &pristine);
     // No delete: the next acquire must reclaim the dead holder by itself.
     let b2 = c.bundle("after", &["true"]);

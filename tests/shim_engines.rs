@@ -128,8 +128,8 @@ fn compose_services_each_see_only_their_instance() {
         "version: \"2.4\"\nservices:\n  model-server:\n    network_mode: none\n    command: [\"sh\", \"-c\", {probe:?}]\n  notebook:\n    network_mode: none\n    command: [\"sh\", \"-c\", {probe:?}]\n"
     );
     std::fs::write(project.join("docker-compose.override.yml"), over).unwrap();
-    // `up -d` then the logs: `run` attaches after start and can lose the
-    // first lines of a short-lived container.
+    // `up -d`, `docker wait`, then the logs: each service's probe output
+    // as the example's users would read it.
     let compose = |args: &[&str]| {
         let mut cmd = d.compose_cmd(&project, "mw");
         cmd.env("MIGWARD_EXAMPLE_IMAGE", "local/busybox:1")

@@ -440,17 +440,47 @@ pub fn runc_bundle(dir: &Path, args: &[&str], env: &[&str]) -> PathBuf {
     }
     cfg["process"]["env"] = json!(envs);
     cfg["root"]["readonly"] = json!(false);
-    // A cgroup of its own, named after the bundle: without one runc uses
-    // `/<container id>`, and two tests running a container with the same id
-    // at once would share (and rewrite) one device allow-list.
-    let name: String = bundle
+    // A cgroup of its own, named after the bundle (relative: under the
+    // test's own cgroup, as runc's default is): without one runc names it
+    // after the container id, and two tests running a container with the
+    // same id at once would share (and rewrite) one device allow-list.
+    cfg["linux"]["cgroupsPath"] = json!(test_cgroup(&bundle));
+    save_config(&bundle, &cfg);
+    bundle
+}
+
+/// The cgroup name [`runc_bundle`] gives the containers of `path` (a bundle,
+/// or a directory for the prefix of all bundles under it).
+pub fn test_cgroup(path: &Path) -> String {
+    let name: String = path
         .to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    cfg["linux"]["cgroupsPath"] = json!(format!("/migward-test{name}"));
-    save_config(&bundle, &cfg);
-    bundle
+    format!("migward-test{name}")
+}
+
+/// Removes the (empty) cgroups of the bundles under `dir` that runc could
+/// not remove itself: a container whose runc was killed during `create`
+/// has no state for a `delete` to find. Only where the tests run in the
+/// root cgroup, as here and in CI; a cgroup that still holds a process is
+/// left (rmdir fails).
+pub fn remove_test_cgroups(dir: &Path) {
+    // the '-' that stood for the '/' after `dir`: no other dir's prefix
+    let prefix = format!("{}-", test_cgroup(dir));
+    let roots = fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")]);
+    for root in roots {
+        for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
 }
 
 /// The bundle's `config.json` as JSON.
@@ -552,13 +582,13 @@ pub fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<Child, String> {
         .map_err(|e| format!("spawn {cmd:?}: {e}"))
 }
 
-/// Polls `ready` every 100 ms until it returns true, the daemon exits, or `timeout` passes.
 /// How long a daemon (dockerd, containerd) may take to answer after it is
 /// started: a stuck daemon, not a slow machine, takes longer. dockerd
 /// restarted after a crash answers only after its restore has stopped the
 /// containers it found (10 s each for a `sleep`, which ignores SIGTERM).
 pub const DAEMON_START: Duration = Duration::from_secs(120);
 
+/// Polls `ready` every 100 ms until it returns true, the daemon exits, or `timeout` passes.
 pub fn wait_ready(
     child: &mut Child,
     what: &str,
@@ -871,8 +901,9 @@ impl Drop for Dockerd {
                 }
             }
             // As in `crash`: a dockerd started again on this dir must not
-            // take a dead (zombie) containerd's pid for a live one.
-            if !pid_alive(pid) {
+            // take a dead (zombie) containerd's pid, or a reused one, for
+            // its containerd.
+            if !pid_alive(pid) || !ours() {
                 let _ = fs::remove_file(self.containerd_pid_file());
             }
         }
@@ -945,16 +976,15 @@ impl Containerd {
         };
         let (ctr, sock, log) = (c.ctr.clone(), c.socket.clone(), c.log.clone());
         wait_ready(&mut c.child, "containerd", &log, DAEMON_START, || {
-            Command::new(&ctr)
-                .arg("--address")
-                .arg(&sock)
-                .arg("version")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
+            output_timeout(
+                Command::new(&ctr)
+                    .arg("--address")
+                    .arg(&sock)
+                    .arg("version"),
+                Duration::from_secs(15),
+            )
+            .status
+            .success()
         })?;
         Ok(c)
     }

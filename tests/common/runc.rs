@@ -130,5 +130,6 @@ impl Drop for Host {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             self.runc(&["delete", "--force", id]);
         }
+        engines::remove_test_cgroups(self.sim.dir.path());
     }
 }
