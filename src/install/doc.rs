@@ -386,6 +386,15 @@ impl TomlDoc {
         let table = self
             .table_at_mut(parent)
             .ok_or_else(|| format!("`{}` is not a table", parent.join(".")))?;
+        // A table where a value belongs (`[engine.runtime]` for podman's
+        // `runtime = "..."`) would be replaced, and what it holds lost for
+        // good: refuse, naming it.
+        if table.get(last).is_some_and(|item| !item.is_value()) {
+            return Err(format!(
+                "`{}` is a table where migward sets a value: remove or rename that table",
+                key.join(".")
+            ));
+        }
         set_in_table(table, last, value);
         Ok(())
     }

@@ -445,6 +445,23 @@ fn bad_files_are_refused_with_the_path_and_nothing_is_written() {
         assert!(!msg.contains('\n'), "{msg}");
         assert_eq!(files(root), before);
     }
+    // Fuzzing finding 9: a table where the default-runtime value goes was
+    // replaced by the value, and uninstall could not bring it back.
+    let dir = tempfile::tempdir().unwrap();
+    let text = "#Sven NAME).\n[engine.runtime]\nrnucc = [\n  \"/Zusr/binsbin/runc\",\n]\n";
+    put(dir.path(), podman::CONTAINERS_CONF, text);
+    let before = files(dir.path());
+    let msg = plan_install(Engine::Podman, &opts(dir.path(), true))
+        .err()
+        .expect("a table where the default runtime goes")
+        .to_string();
+    assert!(
+        msg.contains(podman::CONTAINERS_CONF)
+            && msg.contains("`engine.runtime` is a table where migward sets a value"),
+        "{msg}"
+    );
+    assert_eq!(files(dir.path()), before);
+
     let dir = tempfile::tempdir().unwrap();
     let err = plan_install(Engine::Containerd, &opts(dir.path(), false))
         .err()
