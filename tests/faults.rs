@@ -16,14 +16,14 @@
 
 mod common;
 
-use common::engines::{self, load_config, pid_alive, save_config, Containerd, Dockerd};
+use common::engines::{self, load_config, pid_alive, save_config, wait_until, Containerd, Dockerd};
 use common::runc::{spawn_create, Host};
 use common::sim::{stderr, write_script};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a fault test waits for an engine to act on its own.
 const MINUTE: Duration = Duration::from_secs(60);
@@ -151,15 +151,6 @@ fn runc_status(h: &Host, id: &str) -> Option<String> {
         .and_then(|v| v["status"].as_str().map(str::to_string))
 }
 
-/// Polls `done` every 25 ms for at most `limit`; what the fault left is
-/// read after it either way.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// Waits (at most a minute, by polling a file the fault's own process
 /// writes) for `path` to hold a pid; returns it.
 fn wait_for_pid(path: &Path) -> i32 {
@@ -168,8 +159,8 @@ fn wait_for_pid(path: &Path) -> i32 {
             .ok()
             .and_then(|t| t.trim().parse().ok())
     };
-    wait_until(MINUTE, || pid().is_some());
-    pid().unwrap_or_else(|| panic!("{} never appeared", path.display()))
+    engines::wait_for(&format!("a pid in {}", path.display()), || pid().is_some());
+    pid().expect("the pid just read")
 }
 
 fn sigkill(pid: i32) {

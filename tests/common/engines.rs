@@ -524,15 +524,29 @@ fn absolute(p: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // daemons
 
-/// Polls `done` every 25 ms until it holds. A minute without is a stuck
-/// test, not a slow machine: it panics naming `what`. Only for events that
-/// must come (a killed process going away, a file a process writes).
-pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited a minute for {what}");
+/// Polls `done` every 25 ms until it holds or `limit` has passed; whether
+/// it held. For waits whose outcome the caller reads either way.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// [`wait_until`] for events that must come (a killed process going away,
+/// a file a process writes): a minute without is a stuck test, not a slow
+/// machine, and it panics naming `what`.
+pub fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(60), done),
+        "waited a minute for {what}"
+    );
 }
 
 /// Whether `pid` exists and is not a zombie (a zombie answers kill(pid, 0)
@@ -837,10 +851,7 @@ impl Dockerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(pid) = ctd_pid {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while pid_alive(pid) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(50));
-            }
+            wait_until(Duration::from_secs(60), || !pid_alive(pid));
             // Dead, perhaps a zombie its new parent has not reaped: its
             // pid file must not make the next dockerd wait on its socket.
             let _ = fs::remove_file(self.containerd_pid_file());
@@ -889,16 +900,10 @@ impl Drop for Dockerd {
         stop_child(&mut self.child, Duration::from_secs(15));
         if let Some(pid) = ctd_pid {
             let ours = || cmdline(pid).contains(&*exec.to_string_lossy());
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pid_alive(pid) && ours() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(50));
-            }
+            wait_until(Duration::from_secs(5), || !(pid_alive(pid) && ours()));
             if pid_alive(pid) && ours() {
                 signal(pid, libc::SIGKILL);
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while pid_alive(pid) && Instant::now() < deadline {
-                    thread::sleep(Duration::from_millis(50));
-                }
+                wait_until(Duration::from_secs(60), || !pid_alive(pid));
             }
             // As in `crash`: a dockerd started again on this dir must not
             // take a dead (zombie) containerd's pid, or a reused one, for
