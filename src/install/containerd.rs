@@ -79,7 +79,7 @@ pub fn install(
     if default {
         let dk: KeyPath = [base, key(&["default_runtime_name"])].concat();
         let prior = doc
-            .set_string_noted(&mut rec, dk, RUNTIME_NAME)
+            .set_string_noted(&mut rec, dk, RUNTIME_NAME, registered(text).is_some())
             .map_err(invalid)?;
         said.push(format!(
             "default_runtime_name = \"{RUNTIME_NAME}\" (was {})",

@@ -362,19 +362,23 @@ impl TomlDoc {
     }
 
     /// Sets the string `key` to `value` and notes in `rec` the value it had
-    /// before, unless that already was `value` (a re-install must not take
-    /// its own value for the prior). Returns the prior value as written.
+    /// before. Where that already was `value` and `registered` (an earlier
+    /// install's, its record lost) it is not noted, so uninstall removes it
+    /// with the rest of that install; a `value` the admin wrote with
+    /// migward not registered is noted and comes back (fuzzing finding 10).
+    /// Returns the prior value as written.
     pub fn set_string_noted(
         &mut self,
         rec: &mut FileRecord,
         key: KeyPath,
         value: &str,
+        registered: bool,
     ) -> Result<Option<String>, String> {
         let prior = self.raw(&key);
         self.set_value(&key, Value::from(value))?;
         let noted = prior
             .clone()
-            .filter(|p| p.trim_matches(['"', '\'']) != value);
+            .filter(|p| !(registered && p.trim_matches(['"', '\'']) == value));
         rec.note_set(key, noted);
         Ok(prior)
     }

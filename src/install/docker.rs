@@ -25,6 +25,9 @@ pub fn install(
         rec.created_with = Some("{}\n".into());
     }
     let mut said = Vec::new();
+    // Whether an earlier install (its record lost) registered migward: only
+    // then is a `default-runtime` of "migward" that install's to take back.
+    let registered_before = text.and_then(registered).is_some();
 
     let runtimes = key(&["runtimes"]);
     if doc.ensure_object(&runtimes).map_err(invalid)? {
@@ -52,7 +55,9 @@ pub fn install(
                 format!("default runtime `{RUNTIME_NAME}` (was runc, dockerd's built-in default)")
             }
         });
-        let prior = prior.filter(|p| p != RUNTIME_NAME).map(|p| p.to_string());
+        let prior = prior
+            .filter(|p| !(registered_before && p == RUNTIME_NAME))
+            .map(|p| p.to_string());
         rec.note_set(dk, prior);
     }
     Ok(Edited {

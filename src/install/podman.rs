@@ -55,7 +55,12 @@ pub fn install(
     if default {
         let dk = key(&["engine", "runtime"]);
         let prior = doc
-            .set_string_noted(&mut rec, dk, RUNTIME_NAME)
+            .set_string_noted(
+                &mut rec,
+                dk,
+                RUNTIME_NAME,
+                text.and_then(registered).is_some(),
+            )
             .map_err(invalid)?;
         said.push(format!(
             "[engine] runtime = \"{RUNTIME_NAME}\" (was {})",

@@ -578,3 +578,52 @@ fn a_default_install_restores_the_previous_default_even_after_reinstalls() {
     uninstall(Engine::Docker, root);
     assert_eq!(get(root, docker::DAEMON_JSON).unwrap(), original);
 }
+
+#[test]
+fn a_migward_default_the_admin_wrote_comes_back_and_one_a_lost_install_wrote_goes() {
+    // Fuzzing finding 10: a default of "migward" in a file that does not
+    // register migward was taken for an earlier install's and removed.
+    let cases = [
+        (
+            Engine::Docker,
+            docker::DAEMON_JSON,
+            "{\n\"default-runtime\":\"migward\",\n    \"ve\": true\n}\n",
+        ),
+        (
+            Engine::Podman,
+            podman::CONTAINERS_CONF,
+            "[engine]\nruntime = \"migward\"\n",
+        ),
+        (
+            Engine::Containerd,
+            containerd::CONFIG_TOML,
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"migward\"\n",
+        ),
+    ];
+    for (engine, host, original) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        put(root, host, original);
+        install(engine, root, true);
+        assert_eq!(registered(engine, root), Some(true), "{original:?}");
+        uninstall(engine, root);
+        assert_eq!(get(root, host).unwrap(), original, "{original:?}");
+
+        // The undo alone, without the kept original, keeps the default.
+        install(engine, root, true);
+        forget_originals(root, engine);
+        uninstall(engine, root);
+        let after = get(root, host).unwrap();
+        assert!(after.contains("migward"), "{original:?}: {after}");
+        assert_eq!(registered(engine, root), None, "{original:?}: {after}");
+
+        // An install whose record is lost: its default is its own, and goes
+        // with it.
+        install(engine, root, true);
+        std::fs::remove_file(record_path(root, engine.name())).unwrap();
+        install(engine, root, true);
+        uninstall(engine, root);
+        let after = get(root, host).unwrap();
+        assert!(!after.contains("migward"), "{original:?}: {after}");
+    }
+}
